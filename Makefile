@@ -1,0 +1,34 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-unit lint up bench-collector bench-hotpath bench-warehouse bench-student reliability clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[platform,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/firstmile demo
+
+up: $(STAMP)
+	$(BIN)/firstmile up
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not integration and not browser"
+
+lint: $(STAMP)
+	$(BIN)/ruff check streaming warehouse ml orchestration tests
+	$(BIN)/mypy
+
+clean:
+	rm -rf data dbt_project/target dbt_project/logs
