@@ -1,0 +1,104 @@
+"""The lake sink: destination, quarantine, suppression and dead-letter topics → Parquet in the landing zone.
+
+A separate Quix application (its own consumer group) so the hot path never waits on disk. Writes happen in a
+``BatchingSink`` flushed at each checkpoint (side effects belong in sinks: offsets are committed only after the
+flush succeeded), into the date-partitioned layout that :mod:`warehouse.lake` defines.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+from quixstreams import Application
+from quixstreams.sinks import BatchingSink, SinkBatch
+
+from streaming import settings as topics
+from streaming.broker import create_topics, fast_group_consumer_config
+from streaming.settings import StreamingSettings, load_settings
+from warehouse import lake
+
+logger = logging.getLogger(__name__)
+
+#: topic → lake stream. dest.marketing and dest.sales are delivery targets, not the record: the warehouse copy
+#: is what dest.warehouse received.
+STREAM_OF_TOPIC = {
+    topics.DEST_WAREHOUSE: "events",
+    topics.QUARANTINE: "quarantine",
+    topics.SUPPRESSED: "suppressed",
+    topics.DLQ: "dlq",
+}
+
+
+class LakeSink(BatchingSink):
+    """Writes one Parquet file per (topic, partition, flush, event date), named after the offsets it holds."""
+
+    def __init__(self, lake_root: Path, stream: str) -> None:
+        super().__init__()
+        self.lake_root = lake_root
+        self.stream = stream
+        self.files_written = 0
+
+    def write(self, batch: SinkBatch) -> None:
+        records = []
+        first = last = None
+        for item in batch:
+            value = dict(item.value) if isinstance(item.value, dict) else {"original": item.value}
+            if self.stream == "dlq" and isinstance(value.get("original"), str):
+                value["original"] = base64.b64decode(value["original"])
+            value["kafka_topic"] = batch.topic
+            value["kafka_partition"] = batch.partition
+            value["kafka_offset"] = item.offset
+            first = item.offset if first is None else first
+            last = item.offset
+            records.append(value)
+        if not records:
+            return
+        stem = f"{batch.topic}+{batch.partition}+{first:012d}+{last:012d}"
+        written = lake.write_batch(self.lake_root, self.stream, records, file_stem=stem)
+        self.files_written += len(written)
+        logger.debug("lake: %d %s records → %d files", len(records), self.stream, len(written))
+
+
+def build_app(settings: StreamingSettings, broker_address: str) -> tuple[Application, dict[str, LakeSink]]:
+    app = Application(
+        broker_address=broker_address,
+        consumer_group=settings.lake_consumer_group,
+        auto_offset_reset="earliest",
+        commit_interval=settings.lake_flush_seconds,
+        consumer_extra_config={**fast_group_consumer_config(), "fetch.wait.max.ms": 100},
+        loglevel="WARNING",
+        use_changelog_topics=False,
+    )
+    sinks = {}
+    lake_root = settings.layout.lake
+    for topic_name, stream in STREAM_OF_TOPIC.items():
+        topic = app.topic(settings.topic(topic_name), key_deserializer="bytes", value_deserializer="json")
+        sink = LakeSink(lake_root, stream)
+        app.dataframe(topic).sink(sink)
+        sinks[stream] = sink
+    return app, sinks
+
+
+def run_lake_sink(settings: StreamingSettings | None = None, *, broker_address: str | None = None) -> None:
+    settings = settings or load_settings()
+    address = broker_address or settings.kafka_broker_address
+    if not address:
+        raise SystemExit("KAFKA_BROKER_ADDRESS is not set")
+    settings.layout.ensure()
+    create_topics(address, settings)
+    app, _ = build_app(settings, address)
+    signal.signal(signal.SIGTERM, lambda *_: app.stop())
+    app.run()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_lake_sink()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""PII never leaves the first mile in clear: keyed hashes and truncation.
+
+Emails, phone numbers and configured trait fields are replaced by an HMAC-SHA256 keyed with
+``FIRSTMILE_PII_SECRET`` (so the warehouse can still join on them); IP addresses are hashed and truncated to a
+network prefix (/24 for IPv4, /48 for IPv6). Free-text values anywhere in properties/traits that look like an email
+or a phone number are hashed too: trackers put PII where nobody expects it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import re
+from collections.abc import Iterable
+from typing import Any
+
+EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+PHONE_RE = re.compile(r"^\+?[\d\s().-]{7,20}$")
+DEFAULT_PII_FIELDS = frozenset({"email", "phone", "phone_number", "mobile", "first_name", "last_name", "name",
+                                "firstName", "lastName", "address", "street", "ip", "birthday"})
+HASH_PREFIX = "h:"
+
+
+def keyed_hash(value: str, secret: bytes) -> str:
+    digest = hmac.new(secret, value.strip().lower().encode("utf-8"), hashlib.sha256).hexdigest()
+    return f"{HASH_PREFIX}{digest[:32]}"
+
+
+def truncate_ip(ip: str | None) -> str | None:
+    if not ip:
+        return None
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    prefix = 24 if addr.version == 4 else 48
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+def _looks_like_phone(value: str) -> bool:
+    return bool(PHONE_RE.match(value)) and sum(c.isdigit() for c in value) >= 7
+
+
+def scrub(value: Any, secret: bytes, fields: Iterable[str] = DEFAULT_PII_FIELDS, *, _key: str = "") -> Any:
+    """Return a copy of ``value`` with PII hashed: configured fields by name, emails/phones by shape."""
+    field_set = fields if isinstance(fields, frozenset | set) else frozenset(fields)
+    if isinstance(value, dict):
+        return {k: scrub(v, secret, field_set, _key=k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(v, secret, field_set, _key=_key) for v in value]
+    if isinstance(value, str):
+        if _key in field_set or _looks_like_phone(value):
+            return keyed_hash(value, secret)
+        if "@" in value and EMAIL_RE.search(value):
+            return EMAIL_RE.sub(lambda m: keyed_hash(m.group(0), secret), value)
+        return value
+    if _key in field_set and value is not None and not isinstance(value, bool):
+        return keyed_hash(str(value), secret)
+    return value
+
+
+def scrub_url(url: str | None, secret: bytes) -> str | None:
+    """URLs carry PII in query strings (``?email=``): keep scheme, host and path only."""
+    if not url:
+        return url
+    return url.split("?", 1)[0].split("#", 1)[0]

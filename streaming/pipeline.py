@@ -1,0 +1,318 @@
+"""The first-mile decision, as pure functions over plain data. The Quix app (:mod:`streaming.worker`) only wires them.
+
+Two stages, because state must live on the partition that owns its key (ARCHITECTURE.md):
+
+* :func:`decide_device` runs keyed by device (the key of ``events.raw``): validation, identity lookup, enrichment,
+  session features, scores and bot rules. Invalid events leave here for ``events.dlq``, bots for
+  ``events.quarantine``; everything else continues keyed by profile.
+* :func:`decide_profile` runs keyed by profile after a repartition: consent (so a revocation on one device cuts off
+  the very next event of every stitched device), routing, personalization decisions and the ledger.
+
+Every output is an :class:`Output` (topic name, key, value). Accounting: each input yields exactly one of a DLQ
+record, a quarantine record, one or more destination records, or a suppression record — never none.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from streaming import bots, enrich, pii
+from streaming import settings as topics
+from streaming.consent import ConsentState, InvalidConsentString, purposes_from_tcf, region_of
+from streaming.contract import Event, InvalidEvent, parse_raw
+from streaming.policy import CompiledPolicy
+from streaming.sessions import SessionState, update_session
+
+logger = logging.getLogger(__name__)
+
+ORDER_EVENTS = ("Order Completed",)
+
+
+class State(Protocol):
+    def get(self, key: str, default: Any = None) -> Any: ...
+    def set(self, key: str, value: Any) -> None: ...
+
+
+class DictState:
+    """A plain-dict :class:`State` for tests and batch replays."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = value
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    topic: str
+    key: str | None
+    value: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where the input came from (kept on every output so the warehouse can order and trace)."""
+
+    partition: int = 0
+    offset: int = 0
+
+
+def _ms(ts: datetime) -> int:
+    return int(ts.timestamp() * 1000)
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _revenue(event: Event) -> float | None:
+    if event.type != "track" or event.event not in ORDER_EVENTS:
+        return None
+    for key in ("revenue", "total", "value"):
+        value = event.properties.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def _consent_decisions(event: Event, policy: CompiledPolicy) -> tuple[dict[str, bool], str | None]:
+    """Purposes an event decides: its ``consent`` map and/or its TCF string. Malformed TCF decides nothing."""
+    decisions: dict[str, bool] = {}
+    note = None
+    if event.context.tcf:
+        try:
+            decisions.update(purposes_from_tcf(event.context.tcf, policy.tcf_purposes))
+        except InvalidConsentString as exc:
+            note = f"tcf_invalid: {exc}"
+    if event.consent:
+        decisions.update({k: bool(v) for k, v in event.consent.items()})
+    return decisions, note
+
+
+def dead_letter(raw: bytes | None, error: InvalidEvent, origin: Origin, *, key: bytes | str | None) -> Output:
+    event_id = None
+    if raw:
+        try:
+            import orjson
+
+            parsed = orjson.loads(raw)
+            candidate = parsed.get("event_id") if isinstance(parsed, dict) else None
+            event_id = candidate if isinstance(candidate, str) else None
+        except Exception:  # the bytes are invalid: that is why we are here
+            event_id = None
+    value = {
+        "event_id": event_id,
+        "reason": error.reason,
+        "detail": error.detail[:500],
+        "original": base64.b64encode(raw or b"").decode("ascii"),
+        "received_at": _iso(datetime.now(UTC)),
+        "raw_partition": origin.partition,
+        "raw_offset": origin.offset,
+    }
+    key_str = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+    return Output(topics.DLQ, key_str, value)
+
+
+def decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, secret: bytes,
+                  origin: Origin = Origin(), key: bytes | str | None = None) -> Output:
+    """Stage 1, keyed by device. Returns the DLQ record, the quarantine record, or the record for stage 2."""
+    try:
+        event = parse_raw(raw)
+    except InvalidEvent as exc:
+        return dead_letter(raw, exc, origin, key=key)
+
+    device_id = event.device_id
+    # Identity at the edge: a device that identified once keeps its profile for later events.
+    identity = state.get("identity") or {}
+    newly_linked = False
+    if event.user_id and identity.get("user_id") != event.user_id:
+        identity = {"user_id": event.user_id, "linked_at": _iso(event.received_at)}
+        state.set("identity", identity)
+        newly_linked = True
+    user_id = event.user_id or identity.get("user_id")
+    merges = policy.document.get("identity_merges") or {}
+    profile_id = user_id or event.anonymous_id or device_id
+    profile_id = merges.get(profile_id, profile_id)
+
+    geo = enrich.geo(event.context.ip)
+    dev = enrich.device(event.context.user_agent)
+    session_state = SessionState.from_dict(state.get("session"))
+    session_id, features = update_session(session_state, device_id=device_id, ts=event.timestamp, type_=event.type,
+                                          event_name=event.event, properties=event.properties)
+    state.set("session", session_state.to_dict())
+
+    crawler = bots.crawler_matcher().match(event.context.user_agent)
+    category = event.properties.get("category") if isinstance(event.properties.get("category"), str) else None
+    facts: dict[str, Any] = {
+        **features,
+        "type": event.type, "event_name": event.event, "category": category, "revenue": _revenue(event),
+        "user_agent": event.context.user_agent, "ua_crawler": crawler is not None,
+        "browser": dev.browser, "os": dev.os, "device_type": dev.device_type,
+        "country": geo.country, "region": region_of(geo.country), "asn": geo.asn,
+        "datacenter": bots.is_datacenter(geo.asn), "source_id": event.source_id, "identified": bool(user_id),
+    }
+    bot_score = policy.bot_model.score(facts) if policy.bot_model else None
+    facts["bot_score"] = bot_score
+    score = policy.propensity.score(facts) if policy.propensity else None
+    facts["score"] = score
+
+    fired, shadow = [], []
+    for rule in policy.bot_rules:
+        if rule.predicate(facts):
+            (fired if rule.mode == "enforce" else shadow).append(rule.id)
+    if policy.bot_model and bot_score is not None and policy.bot_model.threshold is not None \
+            and bot_score >= policy.bot_model.threshold:
+        (fired if policy.bot_model.mode == "enforce" else shadow).append("model.bot")
+    is_bot = bool(fired)
+
+    # Consent decided on this device while anonymous travels with the event that links it to a profile.
+    decisions, tcf_note = _consent_decisions(event, policy) if (event.type == "consent" or event.context.tcf) \
+        else ({}, None)
+    device_consent = state.get("device_consent") or {}
+    if decisions and not user_id:
+        for purpose, granted in decisions.items():
+            device_consent[purpose] = [granted, _ms(event.received_at)]
+        state.set("device_consent", device_consent)
+
+    secret_bytes = secret
+    traits = pii.scrub(event.traits, secret_bytes)
+    email = event.traits.get("email") if isinstance(event.traits.get("email"), str) else None
+    page = event.context.page
+    record: dict[str, Any] = {
+        "event_id": event.event_id,
+        "type": event.type,
+        "event_name": event.event or event.name,
+        "anonymous_id": event.anonymous_id,
+        "user_id": event.user_id,
+        "profile_id": profile_id,
+        "device_id": device_id,
+        "source_id": event.source_id,
+        "event_ts": _iso(event.timestamp),
+        "received_at": _iso(event.received_at),
+        "clock_skew_ms": event.clock_skew_ms,
+        "session_id": session_id,
+        "ip_hash": pii.keyed_hash(event.context.ip, secret_bytes) if event.context.ip else None,
+        "ip_prefix": pii.truncate_ip(event.context.ip),
+        "email_hash": pii.keyed_hash(email, secret_bytes) if email else None,
+        "user_agent": event.context.user_agent,
+        "country": geo.country,
+        "asn": geo.asn,
+        "browser": dev.browser,
+        "os": dev.os,
+        "device_type": dev.device_type,
+        "page_path": pii.scrub_url(page.path or page.url, secret_bytes) if page else None,
+        "category": category,
+        "revenue": facts["revenue"],
+        "properties": pii.scrub(event.properties, secret_bytes),
+        "traits": traits,
+        "features": features,
+        "is_bot": is_bot,
+        "bot_reasons": fired,
+        "bot_score": bot_score,
+        "score": score,
+        "policy_version": policy.version,
+        "raw_partition": origin.partition,
+        "raw_offset": origin.offset,
+        "ledger": {
+            "policy_version": policy.version,
+            "policy_checksum": policy.checksum,
+            "rules_fired": fired,
+            "shadow_rules_fired": shadow,
+            "scores": {"propensity": score, "bot": bot_score},
+            "crawler_pattern": crawler,
+            "identity": {"profile_id": profile_id, "linked_now": newly_linked,
+                         "via": "user_id" if event.user_id else "device_link" if user_id else "anonymous"},
+        },
+    }
+    if tcf_note:
+        record["ledger"]["consent_note"] = tcf_note
+    if is_bot:
+        record["consent"] = None
+        record["destinations"] = [topics.QUARANTINE]
+        record["ledger"]["decision"] = "quarantined"
+        return Output(topics.QUARANTINE, device_id, record)
+    # What stage 2 needs besides the record: facts for routing, and consent carried over at link time.
+    record["_facts"] = {k: v for k, v in facts.items() if k not in record["features"]}
+    record["_consent"] = {"decisions": decisions, "at_ms": _ms(event.received_at)} if decisions else None
+    if newly_linked and device_consent:
+        record["_device_consent"] = device_consent
+    return Output("profile", profile_id, record)
+
+
+def decide_profile(record: dict[str, Any], state: State, policy: CompiledPolicy) -> list[Output]:
+    """Stage 2, keyed by profile: consent, routing, personalization decision, ledger. Never returns nothing."""
+    facts = {**record.pop("_facts", {}), **record["features"]}
+    carried = record.pop("_device_consent", None)
+    own = record.pop("_consent", None)
+    consent = ConsentState.from_dict(state.get("consent"))
+    changed: list[str] = []
+    if carried:
+        for purpose, (granted, at_ms) in carried.items():
+            changed += consent.apply({purpose: granted}, at_ms=at_ms, source="device")
+    if own:
+        changed += consent.apply(own["decisions"], at_ms=own["at_ms"], source=record["type"])
+    if carried or own:
+        state.set("consent", consent.to_dict())
+    granted = consent.effective(facts.get("region") or "UNKNOWN", policy.region_defaults)
+
+    ledger = record["ledger"]
+    ledger["purposes"] = granted
+    ledger["consent_changed"] = changed
+    suppressed_profiles = policy.document.get("suppressed_profiles") or ()
+    chosen: list[str] = []
+    reasons: dict[str, str] = {}
+    if record["profile_id"] in suppressed_profiles:
+        reasons = {route.destination: "erased_profile" for route in policy.routes}
+    else:
+        extra = {r.id: r for r in policy.route_rules if r.predicate(facts)}
+        ledger["route_rules_fired"] = [rid for rid, r in extra.items() if r.mode == "enforce"]
+        ledger["shadow_rules_fired"] = ledger.get("shadow_rules_fired", []) + \
+            [rid for rid, r in extra.items() if r.mode == "shadow"]
+        for route in policy.routes:
+            missing = [p for p in route.purposes if not granted.get(p)]
+            if missing:
+                reasons[route.destination] = "consent_missing:" + ",".join(missing)
+            elif route.predicate(facts):
+                chosen.append(route.destination)
+                reasons[route.destination] = "sent"
+            else:
+                reasons[route.destination] = "condition_false"
+    ledger["destinations"] = reasons
+    record["consent"] = granted
+    record["destinations"] = chosen
+
+    outputs: list[Output] = []
+    # Personalization decision (compacted `decisions` topic keyed by profile): only with consent, only on change.
+    if granted.get("personalization") and chosen:
+        segment = next((s for s in policy.segments if s.predicate(facts)), None)
+        if segment is not None and state.get("segment") != segment.id:
+            state.set("segment", segment.id)
+            ledger["decision"] = {"segment": segment.id, "action": segment.action}
+            outputs.append(Output(topics.DECISIONS, record["profile_id"], {
+                "profile_id": record["profile_id"], "segment": segment.id, "action": segment.action,
+                "score": record.get("score"), "event_id": record["event_id"], "session_id": record["session_id"],
+                "policy_version": policy.version, "decided_at": _iso(datetime.now(UTC)),
+            }))
+
+    if chosen:
+        for destination in chosen:
+            outputs.append(Output(destination, record["profile_id"], record))
+        return outputs
+    # Nothing may receive it: record the suppression, without the payload (it may not be kept).
+    return outputs + [Output(topics.SUPPRESSED, record["profile_id"], {
+        "event_id": record["event_id"], "type": record["type"], "event_name": record["event_name"],
+        "profile_id": record["profile_id"], "device_id": record["device_id"], "session_id": record["session_id"],
+        "event_ts": record["event_ts"], "received_at": record["received_at"], "country": record["country"],
+        "policy_version": policy.version, "consent": granted, "destinations": [], "is_bot": False,
+        "raw_partition": record["raw_partition"], "raw_offset": record["raw_offset"], "features": {},
+        "ledger": {"policy_version": policy.version, "destinations": reasons, "purposes": granted,
+                   "decision": "suppressed"},
+    })]
