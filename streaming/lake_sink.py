@@ -47,6 +47,8 @@ class LakeSink(BatchingSink):
         first = last = None
         for item in batch:
             value = dict(item.value) if isinstance(item.value, dict) else {"original": item.value}
+            if self.stream == "deliveries":
+                value = {k: value.get(k) for k in lake.DELIVERY_COLUMNS}
             if self.stream == "dlq" and isinstance(value.get("original"), str):
                 value["original"] = base64.b64decode(value["original"])
             value["kafka_topic"] = batch.topic
@@ -75,11 +77,17 @@ def build_app(settings: StreamingSettings, broker_address: str) -> tuple[Applica
     )
     sinks = {}
     lake_root = settings.layout.lake
-    for topic_name, stream in STREAM_OF_TOPIC.items():
+    deliveries = LakeSink(lake_root, "deliveries")
+    sinks["deliveries"] = deliveries
+    for topic_name in dict.fromkeys((*STREAM_OF_TOPIC, *topics.DESTINATIONS)):
         topic = app.topic(settings.topic(topic_name), key_deserializer="bytes", value_deserializer="json")
-        sink = LakeSink(lake_root, stream)
-        app.dataframe(topic).sink(sink)
-        sinks[stream] = sink
+        sdf = app.dataframe(topic)
+        if topic_name in STREAM_OF_TOPIC:
+            sink = LakeSink(lake_root, STREAM_OF_TOPIC[topic_name])
+            sinks[sink.stream] = sink
+            sdf.sink(sink)
+        if topic_name in topics.DESTINATIONS:
+            sdf.sink(deliveries)
     return app, sinks
 
 

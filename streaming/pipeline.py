@@ -30,6 +30,10 @@ from streaming.sessions import SessionState, update_session
 logger = logging.getLogger(__name__)
 
 ORDER_EVENTS = ("Order Completed",)
+SESSION_INPUTS = ("category", "price", "quantity")
+#: Facts that travel to stage 2 as columns of the record itself (the rest travel in ``_facts``).
+FACT_COLUMNS = ("type", "event_name", "category", "revenue", "user_agent", "ua_crawler", "browser", "os",
+                "device_type", "country", "region", "asn", "datacenter", "bot_score", "score", "source_id")
 
 
 class State(Protocol):
@@ -204,7 +208,10 @@ def decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, se
         "email_hash": pii.keyed_hash(email, secret_bytes) if email else None,
         "user_agent": event.context.user_agent,
         "country": geo.country,
+        "region": facts["region"],
         "asn": geo.asn,
+        "datacenter": facts["datacenter"],
+        "ua_crawler": facts["ua_crawler"],
         "browser": dev.browser,
         "os": dev.os,
         "device_type": dev.device_type,
@@ -240,7 +247,7 @@ def decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, se
         record["ledger"]["decision"] = "quarantined"
         return Output(topics.QUARANTINE, device_id, record)
     # What stage 2 needs besides the record: facts for routing, and consent carried over at link time.
-    record["_facts"] = {k: v for k, v in facts.items() if k not in record["features"]}
+    record["_facts"] = {k: v for k, v in facts.items() if k not in record["features"] and k not in record}
     record["_consent"] = {"decisions": decisions, "at_ms": _ms(event.received_at)} if decisions else None
     if newly_linked and device_consent:
         record["_device_consent"] = device_consent
@@ -249,7 +256,7 @@ def decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, se
 
 def decide_profile(record: dict[str, Any], state: State, policy: CompiledPolicy) -> list[Output]:
     """Stage 2, keyed by profile: consent, routing, personalization decision, ledger. Never returns nothing."""
-    facts = {**record.pop("_facts", {}), **record["features"]}
+    facts = {**{k: record.get(k) for k in FACT_COLUMNS}, **record.pop("_facts", {}), **record["features"]}
     carried = record.pop("_device_consent", None)
     own = record.pop("_consent", None)
     consent = ConsentState.from_dict(state.get("consent"))
@@ -309,8 +316,13 @@ def decide_profile(record: dict[str, Any], state: State, policy: CompiledPolicy)
     # Nothing may receive it: record the suppression, without the payload (it may not be kept).
     return outputs + [Output(topics.SUPPRESSED, record["profile_id"], {
         "event_id": record["event_id"], "type": record["type"], "event_name": record["event_name"],
+        "anonymous_id": record["anonymous_id"], "user_id": record["user_id"],
         "profile_id": record["profile_id"], "device_id": record["device_id"], "session_id": record["session_id"],
         "event_ts": record["event_ts"], "received_at": record["received_at"], "country": record["country"],
+        "category": record["category"],
+        # Only the product fields session features read (no personal data), so the warehouse can recompute the
+        # features of the session's later, consented events exactly (one definition, two engines).
+        "properties": {k: record["properties"][k] for k in SESSION_INPUTS if k in record["properties"]},
         "policy_version": policy.version, "consent": granted, "destinations": [], "is_bot": False,
         "raw_partition": record["raw_partition"], "raw_offset": record["raw_offset"], "features": {},
         "ledger": {"policy_version": policy.version, "destinations": reasons, "purposes": granted,

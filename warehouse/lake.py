@@ -3,8 +3,9 @@
 Layout: ``<lake>/<stream>/event_date=YYYY-MM-DD/<topic>+<partition>+<first offset>+<last offset>.parquet``
 
 * ``stream`` is one of :data:`STREAMS`: ``events`` (what ``dest.warehouse`` received), ``quarantine`` (bots),
-  ``suppressed`` (ledger-only records of events no destination could receive: no payload) and ``dlq`` (invalid
-  events with the reason and the original bytes).
+  ``suppressed`` (ledger-only records of events no destination could receive: no payload), ``dlq`` (invalid
+  events with the reason and the original bytes) and ``deliveries`` (one metadata row per event and destination
+  topic, for accounting and the consent audit).
 * ``event_date`` is the UTC date of the event time (skew-corrected device time), so late and backfilled events land
   in the partition of the day they happened, not the day they arrived.
 * File names come from the Kafka offsets they hold, so a batch re-delivered after a crash rewrites the same file
@@ -24,7 +25,12 @@ from typing import Any
 
 import polars as pl
 
-STREAMS: tuple[str, ...] = ("events", "quarantine", "suppressed", "dlq")
+STREAMS: tuple[str, ...] = ("events", "quarantine", "suppressed", "dlq", "deliveries")
+
+#: One row per (event, destination topic) delivered: no payload, for accounting and the consent audit.
+DELIVERY_COLUMNS = ("event_id", "profile_id", "device_id", "session_id", "type", "event_name", "event_ts",
+                    "received_at", "country", "region", "consent", "policy_version", "raw_partition", "raw_offset",
+                    "kafka_topic", "kafka_partition", "kafka_offset")
 
 #: Columns of the decided streams (events, quarantine, suppressed). Features land as ``f_<name>`` columns beside.
 DECIDED_SCHEMA: dict[str, pl.DataType] = {
@@ -45,7 +51,10 @@ DECIDED_SCHEMA: dict[str, pl.DataType] = {
     "email_hash": pl.String(),
     "user_agent": pl.String(),
     "country": pl.String(),
+    "region": pl.String(),
     "asn": pl.String(),
+    "datacenter": pl.Boolean(),
+    "ua_crawler": pl.Boolean(),
     "browser": pl.String(),
     "os": pl.String(),
     "device_type": pl.String(),
@@ -135,7 +144,15 @@ def write_batch(lake: Path | str, stream: str, records: Iterable[Mapping[str, An
     """
     if stream not in STREAMS:
         raise ValueError(f"unknown lake stream {stream!r}; expected one of {STREAMS}")
-    build, schema = (_dlq_row, DLQ_SCHEMA) if stream == "dlq" else (_decided_row, DECIDED_SCHEMA)
+    if stream == "dlq":
+        build, schema = _dlq_row, DLQ_SCHEMA
+    elif stream == "deliveries":
+        schema = {c: DECIDED_SCHEMA[c] for c in DELIVERY_COLUMNS}
+
+        def build(record: Mapping[str, Any]) -> dict[str, Any]:
+            return {c: v for c, v in _decided_row({**record, "features": None}).items() if c in schema}
+    else:
+        build, schema = _decided_row, DECIDED_SCHEMA
     by_date: dict[date, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         row = build(record)

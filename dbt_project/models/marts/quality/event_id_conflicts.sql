@@ -1,0 +1,24 @@
+-- Event ids reused for different payloads (not a retry: type, name, ids, properties or traits differ). Staging
+-- keeps the first delivery; these are listed for investigation rather than merged silently.
+with
+
+deliveries as (
+    select * from {{ ref('stg_lake_decided') }}
+    where event_id is not null
+),
+
+final as (
+    select
+        event_id,
+        count(*) as deliveries,
+        count(distinct payload_hash) as distinct_payloads,
+        array_to_string(list_sort(list_distinct(list(stream))), ',') as streams,
+        array_to_string(list_sort(list_distinct(list(device_id))), ',') as device_ids,
+        min(received_at) as first_received_at,
+        max(received_at) as last_received_at
+    from deliveries
+    group by event_id
+    having count(distinct payload_hash) > 1
+)
+
+select * from final

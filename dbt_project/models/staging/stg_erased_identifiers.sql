@@ -1,0 +1,57 @@
+{{ config(materialized='table') }}
+-- Every identifier seen on the landing zone's rows of an erased profile (the profile id itself, its user ids,
+-- anonymous ids, devices, hashed emails). Staging models drop rows carrying any of them; the
+-- erasure_suppression_list mart publishes them for the hot path.
+with
+
+requests as (
+    select * from {{ ref('stg_erasure_requests') }}
+),
+
+lake as (
+    select profile_id, user_id, anonymous_id, device_id, email_hash from ({{ lake_relation('events') }})
+    union all
+    select profile_id, user_id, anonymous_id, device_id, email_hash from ({{ lake_relation('quarantine') }})
+    union all
+    select profile_id, user_id, anonymous_id, device_id, email_hash from ({{ lake_relation('suppressed') }})
+),
+
+erased_rows as (
+    select lake.*, requests.profile_id as erased_profile_id, requests.requested_at
+    from lake
+    inner join requests
+        on lake.profile_id = requests.profile_id
+        or lake.user_id = requests.profile_id
+),
+
+identifiers as (
+    select erased_profile_id, requested_at, 'profile' as identifier_type, erased_profile_id as identifier_value
+    from erased_rows
+    union all
+    select erased_profile_id, requested_at, 'profile', profile_id from erased_rows
+    union all
+    select erased_profile_id, requested_at, 'user', user_id from erased_rows
+    union all
+    select erased_profile_id, requested_at, 'anonymous', anonymous_id from erased_rows
+    union all
+    select erased_profile_id, requested_at, 'device', device_id from erased_rows
+    union all
+    select erased_profile_id, requested_at, 'email_hash', email_hash from erased_rows
+    union all
+    -- a request for a profile never seen is still honoured for future events
+    select profile_id, requested_at, 'profile', profile_id from requests
+),
+
+final as (
+    select
+        identifier_type || ':' || identifier_value as identifier_id,
+        identifier_type,
+        identifier_value,
+        min(erased_profile_id) as erased_profile_id,
+        min(requested_at) as requested_at
+    from identifiers
+    where identifier_value is not null
+    group by identifier_type, identifier_value
+)
+
+select * from final

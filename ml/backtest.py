@@ -1,0 +1,146 @@
+"""Replay a policy's decisions over archived events in DuckDB and compare candidate with champion.
+
+Rules are translated to SQL (:func:`streaming.rules.to_sql`), the student is evaluated in SQL as the same dot
+product the hot path computes, and both policies are scored on the same events against the warehouse's hindsight
+labels. Consent outcomes are compared on the documents: a candidate may only be identical or stricter.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from streaming.consent import PURPOSES
+from streaming.policy import FACTS, LinearModel, compile_policy
+from streaming.rules import to_sql
+from streaming.sessions import FEATURES
+from warehouse.lake import stream_glob
+
+COLUMNS: dict[str, str] = {name: f"f_{name}" for name in FEATURES}
+COLUMNS.update({"identified": "(user_id IS NOT NULL)"})
+
+
+def model_sql(model: LinearModel) -> str:
+    terms = [str(model.intercept)]
+    for name, use_log, mu, sd, w in zip(model.features, model.log1p, model.mean, model.scale, model.coef,
+                                        strict=True):
+        x = f"coalesce(CAST({COLUMNS.get(name, name)} AS DOUBLE), 0.0)"
+        if use_log:
+            x = f"ln(1 + greatest({x}, 0.0))"
+        terms.append(f"({w!r}) * (({x}) - ({mu!r})) / ({sd!r})")
+    return f"(1.0 / (1.0 + exp(-({' + '.join(terms)}))))"
+
+
+def bot_sql(doc: Mapping[str, Any]) -> str:
+    """SQL for "the hot path would quarantine this event" under ``doc`` (enforced rules and model only)."""
+    policy = compile_policy(dict(doc))
+    columns = dict(COLUMNS)
+    if policy.bot_model is not None:
+        columns["bot_score"] = model_sql(policy.bot_model)
+    if policy.propensity is not None:
+        columns["score"] = model_sql(policy.propensity)
+    parts = [to_sql(rule["when"], columns) for rule in doc["rules"]
+             if rule["kind"] == "bot" and rule.get("mode", "enforce") == "enforce"]
+    if policy.bot_model is not None and policy.bot_model.mode == "enforce":
+        parts.append(f"coalesce({columns['bot_score']} >= {policy.bot_model.threshold!r}, FALSE)")
+    return "(" + " OR ".join(parts) + ")" if parts else "FALSE"
+
+
+def sales_sql(doc: Mapping[str, Any]) -> str:
+    spec = doc.get("routing", {}).get("dest.sales")
+    if not spec:
+        return "FALSE"
+    columns = dict(COLUMNS)
+    policy = compile_policy(dict(doc))
+    if policy.propensity is not None:
+        columns["score"] = model_sql(policy.propensity)
+    return to_sql(spec.get("when", True), columns)
+
+
+def consent_not_looser(candidate: Mapping[str, Any], champion: Mapping[str, Any]) -> bool:
+    cand = compile_policy(dict(candidate))
+    champ = compile_policy(dict(champion))
+    for region, purposes in champ.region_defaults.items():
+        for purpose in PURPOSES:
+            if cand.region_defaults.get(region, {}).get(purpose, False) and not purposes.get(purpose, False):
+                return False
+    for route in champ.routes:
+        cand_route = next((r for r in cand.routes if r.destination == route.destination), None)
+        if cand_route is not None and not set(route.purposes) <= set(cand_route.purposes):
+            return False
+    return True
+
+
+def archived_events_sql(lake: Path | str) -> str:
+    """Events and quarantined events from the lake, deduplicated, joined with the hindsight labels."""
+    sources = [stream_glob(lake, "events"), stream_glob(lake, "quarantine")]
+    present = [g for g in sources if list(Path(g.split("/**")[0]).rglob("*.parquet"))]
+    if not present:
+        raise ValueError(f"no archived events under {lake}")
+    files = "[" + ", ".join(f"'{g}'" for g in present) + "]"
+    return f"""
+        select lake.*, t.label_bot, t.label_converted
+        from read_parquet({files}, hive_partitioning=true, union_by_name=true) lake
+        join training_events t using (event_id)
+        qualify row_number() over (partition by lake.event_id order by lake.received_at, lake.kafka_offset) = 1
+    """
+
+
+def backtest(con: duckdb.DuckDBPyConnection, lake: Path | str, candidate: Mapping[str, Any],
+             champion: Mapping[str, Any]) -> dict[str, Any]:
+    """Score both policies on the same archived events. Unknown facts in rules read as NULL (never fire)."""
+    available = {row[0] for row in con.execute(f"describe {archived_events_sql(lake)}").fetchall()}
+    for fact in FACTS:
+        if fact not in COLUMNS and fact not in available:
+            COLUMNS.setdefault(fact, "NULL")
+    cand_bot, champ_bot = bot_sql(candidate), bot_sql(champion)
+    cand_sales, champ_sales = sales_sql(candidate), sales_sql(champion)
+    row = con.execute(f"""
+        with events as ({archived_events_sql(lake)}),
+        decided as (
+            select label_bot = 1 as bot, label_converted = 1 as converted,
+                   {champ_bot} as champ_q, {cand_bot} as cand_q,
+                   {champ_sales} as champ_s, {cand_sales} as cand_s
+            from events)
+        select count(*), count(*) filter (where bot),
+               count(*) filter (where bot and champ_q), count(*) filter (where bot and cand_q),
+               count(*) filter (where not bot and champ_q), count(*) filter (where not bot and cand_q),
+               count(*) filter (where champ_q <> cand_q),
+               count(*) filter (where not bot and converted and champ_s and not champ_q),
+               count(*) filter (where not bot and converted and cand_s and not cand_q),
+               count(*) filter (where champ_s <> cand_s)
+        from decided""").fetchone()
+    assert row is not None
+    events, bots = row[0], row[1]
+    humans = max(events - bots, 1)
+    result = {
+        "events": events, "bots": bots,
+        "champion_bots_caught": row[2], "candidate_bots_caught": row[3],
+        "champion_humans_quarantined": row[4], "candidate_humans_quarantined": row[5],
+        "champion_bot_recall": row[2] / max(bots, 1), "candidate_bot_recall": row[3] / max(bots, 1),
+        "champion_human_fp_rate": row[4] / humans, "candidate_human_fp_rate": row[5] / humans,
+        "quarantine_changes": row[6],
+        "champion_converting_to_sales": row[7], "candidate_converting_to_sales": row[8],
+        "routing_changes": row[9],
+        "consent_identical_or_stricter": consent_not_looser(candidate, champion),
+        "champion_version": champion["policy_version"], "candidate_version": candidate["policy_version"],
+        "at": datetime.now(UTC).isoformat(),
+    }
+    return result
+
+
+def record_backtest(duckdb_path: Path | str, result: Mapping[str, Any]) -> None:
+    """Keep the comparison as a table in the warehouse (``ml_backtests``), one row per backtest."""
+    con = duckdb.connect(str(duckdb_path))
+    try:
+        con.execute("create table if not exists ml_backtests (backtested_at timestamptz, candidate_version bigint, "
+                    "champion_version bigint, result json)")
+        con.execute("insert into ml_backtests values (?, ?, ?, ?)",
+                    [result["at"], result["candidate_version"], result["champion_version"], json.dumps(result)])
+    finally:
+        con.close()

@@ -1,0 +1,107 @@
+"""The ``firstmile`` command. Imports lazily: ``firstmile worker`` must not load Dagster, dbt or MLflow."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from orchestration.demo import run_demo
+
+    data_dir = Path(args.data_dir or os.environ.get("FIRSTMILE_DATA_DIR", "data"))
+    run_demo(data_dir=data_dir, scenario=args.scenario, users=args.users, fresh=not args.keep)
+    print(f"\nData left in {data_dir.resolve()}. Open the UIs with `firstmile ui` (Dagster) and "
+          f"`firstmile mlflow-ui` (MLflow).")
+    return 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir or os.environ.get("FIRSTMILE_DATA_DIR", "data")).resolve()
+    env = {**os.environ, "DAGSTER_HOME": str(data_dir / "dagster"), "FIRSTMILE_DATA_DIR": str(data_dir)}
+    env.setdefault("KAFKA_BROKER_ADDRESS", "unset")
+    (data_dir / "dagster").mkdir(parents=True, exist_ok=True)
+    from orchestration.environment import ensure_dbt_manifest
+
+    ensure_dbt_manifest()
+    bin_dir = Path(sys.executable).parent
+    os.execve(str(bin_dir / "dagster"), [str(bin_dir / "dagster"), "dev", "-m", "orchestration.definitions",
+                                        "-h", args.host, "-p", str(args.port)], env)
+    return 0
+
+
+def _mlflow_ui(args: argparse.Namespace) -> int:
+    from warehouse.layout import DataLayout
+
+    layout = DataLayout(Path(args.data_dir or os.environ.get("FIRSTMILE_DATA_DIR", "data")).resolve())
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    os.execve(str(bin_dir / "mlflow"), [str(bin_dir / "mlflow"), "server", "--workers", "1", "--host", args.host,
+                                       "--port", str(args.port), "--backend-store-uri", layout.mlflow_tracking_uri,
+                                       "--default-artifact-root", layout.mlflow_artifacts.as_uri()], env)
+    return 0
+
+
+def _worker(_: argparse.Namespace) -> int:
+    from streaming.worker import main
+
+    main()
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from ml import registry
+    from streaming.control import publish_policy
+    from streaming.policy import seal
+    from streaming.settings import CONTROL_POLICY, load_settings
+    from warehouse.layout import DataLayout
+
+    settings = load_settings()
+    if settings.embedded:
+        print("KAFKA_BROKER_ADDRESS is not set: rollback republishes to the running platform's broker",
+              file=sys.stderr)
+        return 2
+    layout = DataLayout(Path(args.data_dir or settings.data_dir).resolve())
+    client = registry.configure(layout)
+    version, doc = registry.rollback(client)
+    # Workers only move forward: the previous document is republished under a new, higher version number.
+    current = registry.champion_policy(client) or doc
+    newest = max(int(p.stem.split("-v")[-1]) for p in layout.policies.glob("policy-v*.json")) \
+        if list(layout.policies.glob("policy-v*.json")) else int(current["policy_version"])
+    republished = seal({**doc, "policy_version": newest + 1, "parent_version": doc["policy_version"],
+                        "description": f"rollback to model version {version} (policy v{doc['policy_version']})"})
+    publish_policy(settings.kafka_broker_address, settings.topic(CONTROL_POLICY), republished)
+    (layout.policies / f"policy-v{republished['policy_version']}.json").write_text(str(republished))
+    print(f"champion → model version {version}; republished as policy v{republished['policy_version']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="firstmile", description=__doc__)
+    parser.add_argument("--data-dir", help="data directory (default: $FIRSTMILE_DATA_DIR or ./data)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run the whole loop on the embedded broker and print a report")
+    demo.add_argument("--scenario", default="default")
+    demo.add_argument("--users", type=int, default=None)
+    demo.add_argument("--keep", action="store_true", help="keep the existing data directory")
+    demo.set_defaults(func=_demo)
+    ui = sub.add_parser("ui", help="Dagster UI on the data directory")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(func=_ui)
+    mui = sub.add_parser("mlflow-ui", help="MLflow UI on the data directory")
+    mui.add_argument("--host", default="127.0.0.1")
+    mui.add_argument("--port", type=int, default=5000)
+    mui.set_defaults(func=_mlflow_ui)
+    sub.add_parser("worker", help="run a hot-path worker (KAFKA_BROKER_ADDRESS)").set_defaults(func=_worker)
+    sub.add_parser("rollback", help="re-point champion to previous and republish").set_defaults(func=_rollback)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

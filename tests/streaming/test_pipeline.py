@@ -1,0 +1,154 @@
+"""The first-mile decision as pure functions: validation, bots, identity, consent, PII, routing, ledger."""
+
+import base64
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from streaming import settings as topics
+from streaming.contract import from_segment
+from streaming.pipeline import DictState, Origin, decide_device, decide_profile
+from streaming.policy import compile_policy, bootstrap_policy
+
+SECRET = b"test-secret-123"
+CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+          "Chrome/124.0.0.0 Safari/537.36")
+US_IP, DE_IP = "8.8.8.8", "85.214.132.117"
+T0 = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return compile_policy(bootstrap_policy())
+
+
+def wire(i, *, anon="dev-1", user=None, ip=US_IP, ua=CHROME, type_="track", event="Product Viewed", t=None,
+         consent=None, traits=None, properties=None, tcf=None):
+    payload = {"type": type_, "messageId": f"m-{anon}-{i}", "anonymousId": anon, "userId": user,
+               "timestamp": (t or T0 + timedelta(seconds=20 * i)).isoformat(),
+               "context": {"ip": ip, "userAgent": ua, **({"consent": {"tcString": tcf}} if tcf else {})},
+               "properties": properties or {"category": "shoes", "price": 30}, "traits": traits or {}}
+    if type_ == "track":
+        payload["event"] = event
+    if consent is not None:
+        payload["consent"] = consent
+    received = t or T0 + timedelta(seconds=20 * i)
+    return orjson.dumps(from_segment(payload, source_id="web", received_at=received))
+
+
+class Hot:
+    """Both stages with their keyed state, as the worker runs them (one state per device and per profile)."""
+
+    def __init__(self, policy):
+        self.policy = policy
+        self.devices: dict[str, DictState] = {}
+        self.profiles: dict[str, DictState] = {}
+        self.offset = 0
+
+    def send(self, raw, key="dev-1"):
+        self.offset += 1
+        out = decide_device(raw, self.devices.setdefault(key, DictState()), self.policy, secret=SECRET,
+                            origin=Origin(0, self.offset), key=key)
+        if out.topic != "profile":
+            return [out]
+        return decide_profile(out.value, self.profiles.setdefault(out.key, DictState()), self.policy)
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    (b"\xff\xfe\x00", "not_utf8"),
+    (b"{not json", "invalid_json"),
+    (b'{"type":"track","event":"x","timestamp":"2026-01-01T00:00:00Z","received_at":"2026-01-01T00:00:00Z",'
+     b'"anonymous_id":"a"}', "missing_id"),
+    (b'{"type":"track","event":"x","event_id":7,"timestamp":"2026-01-01T00:00:00Z",'
+     b'"received_at":"2026-01-01T00:00:00Z","anonymous_id":"a"}', "schema"),
+    (b"x" * 40_000, "too_large"),
+    (b'{"type":"page","event_id":"e","timestamp":"2026-01-01T00:00:00Z","received_at":"2026-01-01T00:00:00Z",'
+     b'"anonymous_id":"a","properties":' + b'{"a":' * 20 + b"1" + b"}" * 21, "too_deep"),
+    (b'{"type":"page","event_id":"e","timestamp":"2026-01-01T00:00:00Z","received_at":"2026-01-01T00:00:00Z"}',
+     "missing_identity"),
+])
+def test_invalid_events_go_to_the_dlq_with_a_reason_and_the_original_bytes(policy, raw, reason):
+    out = Hot(policy).send(raw)
+    assert [o.topic for o in out] == [topics.DLQ]
+    assert out[0].value["reason"] == reason
+    assert base64.b64decode(out[0].value["original"]) == raw
+
+
+def test_listed_crawler_is_quarantined_with_the_rule_that_fired(policy):
+    out = Hot(policy).send(wire(0, ua="Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"))
+    assert [o.topic for o in out] == [topics.QUARANTINE]
+    assert out[0].value["bot_reasons"] == ["bot.ua_crawler"]
+    assert out[0].value["ledger"]["crawler_pattern"] == "Googlebot\\/"
+
+
+def test_us_visitor_routes_by_default_and_every_output_carries_the_ledger(policy):
+    out = Hot(policy).send(wire(0))
+    assert sorted(o.topic for o in out) == [topics.DEST_MARKETING, topics.DEST_WAREHOUSE]
+    ledger = out[0].value["ledger"]
+    assert ledger["policy_version"] == 1 and ledger["policy_checksum"].startswith("sha256:")
+    assert ledger["destinations"][topics.DEST_SALES] == "condition_false"
+    assert ledger["purposes"]["analytics"] is True
+
+
+def test_eu_visitor_without_consent_is_suppressed_without_payload(policy):
+    out = Hot(policy).send(wire(0, ip=DE_IP, traits={"email": "jane@example.com"}))
+    assert [o.topic for o in out] == [topics.SUPPRESSED]
+    value = out[0].value
+    assert value["ledger"]["destinations"][topics.DEST_WAREHOUSE] == "consent_missing:analytics"
+    assert "traits" not in value and set(value["properties"]) <= {"category", "price", "quantity"}
+
+
+def test_revocation_on_one_device_cuts_off_the_next_event_of_the_stitched_device(policy):
+    hot = Hot(policy)
+    grant = {"analytics": True, "marketing": True, "personalization": True, "sales": True}
+    hot.send(wire(0, anon="phone", user="u1", ip=DE_IP, type_="consent", consent=grant), key="phone")
+    assert topics.DEST_WAREHOUSE in [o.topic for o in hot.send(wire(1, anon="laptop", user="u1", ip=DE_IP),
+                                                                key="laptop")]
+    hot.send(wire(2, anon="phone", ip=DE_IP, type_="consent", consent={"marketing": False}), key="phone")
+    out = hot.send(wire(3, anon="laptop", ip=DE_IP), key="laptop")
+    topics_out = [o.topic for o in out]
+    assert topics.DEST_WAREHOUSE in topics_out and topics.DEST_MARKETING not in topics_out
+    assert out[0].value["ledger"]["destinations"][topics.DEST_MARKETING] == "consent_missing:marketing"
+
+
+def test_consent_given_while_anonymous_follows_the_device_into_its_profile(policy):
+    hot = Hot(policy)
+    hot.send(wire(0, anon="d9", ip=DE_IP, type_="consent", consent={"analytics": True}), key="d9")
+    out = hot.send(wire(1, anon="d9", user="u9", ip=DE_IP, type_="identify"), key="d9")
+    assert [o.topic for o in out] == [topics.DEST_WAREHOUSE]
+    assert out[0].value["profile_id"] == "u9"
+
+
+def test_malformed_tcf_string_grants_nothing(policy):
+    out = Hot(policy).send(wire(0, ip=DE_IP, type_="consent", tcf="not-a-tcf-string", consent=None,
+                                properties={}), key="dev-1")
+    assert [o.topic for o in out] == [topics.SUPPRESSED]
+
+
+def test_pii_is_hashed_before_any_destination(policy):
+    out = Hot(policy).send(wire(0, type_="identify", user="u5", traits={"email": "Jane@Example.com",
+                                                                        "phone": "+1 415 555 0100", "plan": "pro"},
+                                properties={"note": "mail me at jane@example.com"}))
+    text = orjson.dumps([o.value for o in out]).decode()
+    for canary in ("Jane@Example.com", "jane@example.com", "555 0100", US_IP):
+        assert canary not in text
+    value = out[0].value
+    assert value["traits"]["plan"] == "pro" and value["traits"]["email"].startswith("h:")
+    assert value["ip_prefix"] == "8.8.8.0/24"
+
+
+def test_identity_link_keeps_later_anonymous_events_on_the_profile(policy):
+    hot = Hot(policy)
+    hot.send(wire(0, anon="d1", user="u1", type_="identify"), key="d1")
+    out = hot.send(wire(1, anon="d1"), key="d1")
+    assert out[0].value["profile_id"] == "u1"
+    assert out[0].value["ledger"]["identity"]["via"] == "device_link"
+
+
+def test_regular_fast_session_is_caught_by_the_rate_rule(policy):
+    hot = Hot(policy)
+    outs = [hot.send(wire(i, t=T0 + timedelta(seconds=0.3 * i))) for i in range(12)]
+    assert outs[-1][0].topic == topics.QUARANTINE
+    assert outs[-1][0].value["bot_reasons"] == ["bot.rate_flood"]
+    assert outs[0][0].topic != topics.QUARANTINE
