@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 ORDER_EVENTS = ("Order Completed",)
 SESSION_INPUTS = ("category", "price", "quantity")
+#: Event ids remembered per device to recognise client retries (they come seconds apart, not days).
+RECENT_IDS = 64
 #: Facts that travel to stage 2 as columns of the record itself (the rest travel in ``_facts``).
 FACT_COLUMNS = ("type", "event_name", "category", "revenue", "user_agent", "ua_crawler", "browser", "os",
                 "device_type", "country", "region", "asn", "datacenter", "bot_score", "score", "source_id")
@@ -125,6 +127,20 @@ def dead_letter(raw: bytes | None, error: InvalidEvent, origin: Origin, *, key: 
     return Output(topics.DLQ, key_str, value)
 
 
+def suppression(event: Event, policy: CompiledPolicy, origin: Origin, *, reason: str, key: str) -> Output:
+    """A ledger-only record for an event decided in stage 1 that nobody may receive (no payload kept)."""
+    return Output(topics.SUPPRESSED, key, {
+        "event_id": event.event_id, "type": event.type, "event_name": event.event or event.name,
+        "anonymous_id": None if reason == "erased" else event.anonymous_id,
+        "user_id": None if reason == "erased" else event.user_id,
+        "device_id": None if reason == "erased" else event.device_id,
+        "event_ts": _iso(event.timestamp), "received_at": _iso(event.received_at),
+        "policy_version": policy.version, "consent": None, "destinations": [], "is_bot": False,
+        "raw_partition": origin.partition, "raw_offset": origin.offset, "features": {},
+        "ledger": {"policy_version": policy.version, "decision": "suppressed", "reason": reason},
+    })
+
+
 def decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, secret: bytes,
                   origin: Origin = Origin(), key: bytes | str | None = None) -> Output:
     """Stage 1, keyed by device. Returns the DLQ record, the quarantine record, or the record for stage 2."""
@@ -134,6 +150,19 @@ def decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, se
         return dead_letter(raw, exc, origin, key=key)
 
     device_id = event.device_id
+    if state.get("erased") or (policy.erased_ids and (event.anonymous_id in policy.erased_ids
+                                                       or event.user_id in policy.erased_ids)):
+        # The device of an erased person stays erased, including its later anonymous events.
+        state.set("erased", True)
+        for key_name in ("identity", "session", "device_consent", "recent_ids"):
+            state.set(key_name, None)
+        return suppression(event, policy, origin, reason="erased", key=device_id)
+    # A client retry re-sends the same event_id: decided once, never folded into the session twice.
+    recent = state.get("recent_ids") or []
+    if event.event_id in recent:
+        return suppression(event, policy, origin, reason="duplicate_event_id", key=device_id)
+    recent.append(event.event_id)
+    state.set("recent_ids", recent[-RECENT_IDS:])
     # Identity at the edge: a device that identified once keeps its profile for later events.
     identity = state.get("identity") or {}
     newly_linked = False
@@ -142,9 +171,11 @@ def decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, se
         state.set("identity", identity)
         newly_linked = True
     user_id = event.user_id or identity.get("user_id")
-    merges = policy.document.get("identity_merges") or {}
     profile_id = user_id or event.anonymous_id or device_id
-    profile_id = merges.get(profile_id, profile_id)
+    merged_from = profile_id if profile_id in policy.identity_merges else None
+    profile_id = policy.identity_merges.get(profile_id, profile_id)
+    if profile_id in policy.erased_ids:
+        return suppression(event, policy, origin, reason="erased", key=device_id)
 
     geo = enrich.geo(event.context.ip)
     dev = enrich.device(event.context.user_agent)
@@ -235,7 +266,7 @@ def decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, se
             "shadow_rules_fired": shadow,
             "scores": {"propensity": score, "bot": bot_score},
             "crawler_pattern": crawler,
-            "identity": {"profile_id": profile_id, "linked_now": newly_linked,
+            "identity": {"profile_id": profile_id, "linked_now": newly_linked, "merged_from": merged_from,
                          "via": "user_id" if event.user_id else "device_link" if user_id else "anonymous"},
         },
     }
@@ -273,10 +304,9 @@ def decide_profile(record: dict[str, Any], state: State, policy: CompiledPolicy)
     ledger = record["ledger"]
     ledger["purposes"] = granted
     ledger["consent_changed"] = changed
-    suppressed_profiles = policy.document.get("suppressed_profiles") or ()
     chosen: list[str] = []
     reasons: dict[str, str] = {}
-    if record["profile_id"] in suppressed_profiles:
+    if record["profile_id"] in policy.erased_ids:
         reasons = {route.destination: "erased_profile" for route in policy.routes}
     else:
         extra = {r.id: r for r in policy.route_rules if r.predicate(facts)}

@@ -16,6 +16,8 @@ Document (JSON)::
                 "bot": {... same ..., "threshold": 0.9, "mode": "shadow"}},
      "routing": {"dest.warehouse": {"purposes": ["analytics"], "when": true}, ...},
      "segments": [{"id": "high_intent", "when": {JsonLogic}, "action": "offer_free_shipping"}],
+     "identity_merges": {"anon-123": "user-9"},   # cross-device merges the warehouse found
+     "erased_ids": ["user-7", "anon-456"],        # right to be forgotten: suppressed at the first mile
      "checksum": "sha256:..."}
 """
 
@@ -129,6 +131,10 @@ class CompiledPolicy:
     bot_model: LinearModel | None
     region_defaults: Mapping[str, Mapping[str, bool]]
     tcf_purposes: Mapping[str, tuple[int, ...]]
+    #: Cross-device merges the warehouse found: profile id → canonical profile id.
+    identity_merges: Mapping[str, str] = field(default_factory=dict)
+    #: Erased people (right to be forgotten): any of their ids → their events are suppressed at the first mile.
+    erased_ids: frozenset[str] = frozenset()
     compiled_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -269,10 +275,28 @@ def compile_policy(doc: Any, *, destinations: tuple[str, ...] | None = None) -> 
     if set(tcf) != set(PURPOSES):
         raise PolicyError(f"policy.consent.tcf_purposes: must map exactly {PURPOSES}")
 
+    merges = doc.get("identity_merges") or {}
+    if not isinstance(merges, dict) or not all(isinstance(k, str) and isinstance(v, str) and k != v
+                                               for k, v in merges.items()):
+        raise PolicyError("policy.identity_merges: expected an object mapping profile id → a different profile id")
+    # Resolve chains (a → b → c) once here, so the hot path does one lookup; a cycle is an error.
+    resolved = {}
+    for start in merges:
+        seen, current = {start}, merges[start]
+        while current in merges:
+            if current in seen:
+                raise PolicyError(f"policy.identity_merges: cycle through {current!r}")
+            seen.add(current)
+            current = merges[current]
+        resolved[start] = current
+    erased = doc.get("erased_ids") or []
+    if not isinstance(erased, list) or not all(isinstance(x, str) and x for x in erased):
+        raise PolicyError("policy.erased_ids: expected a list of non-empty identifier strings")
+
     return CompiledPolicy(version=version, checksum=declared, document=doc, bot_rules=tuple(bot_rules),
                           route_rules=tuple(route_rules), routes=tuple(routes), segments=tuple(segments),
                           propensity=propensity, bot_model=bot_model, region_defaults=region_defaults,
-                          tcf_purposes=tcf)
+                          tcf_purposes=tcf, identity_merges=resolved, erased_ids=frozenset(erased))
 
 
 def parse_policy(raw: bytes | str, **kwargs: Any) -> CompiledPolicy:
@@ -343,11 +367,15 @@ class PolicyHolder:
         version = None
         try:
             if isinstance(raw, Mapping):
-                version = raw.get("policy_version") if isinstance(raw.get("policy_version"), int) else None
-                compiled = compile_policy(dict(raw))
+                doc: Any = dict(raw)
             else:
-                compiled = parse_policy(raw)
-            version = compiled.version
+                try:
+                    doc = json.loads(raw)
+                except (ValueError, UnicodeDecodeError) as exc:
+                    raise PolicyError(f"policy: not valid JSON ({exc})") from None
+            if isinstance(doc, dict) and isinstance(doc.get("policy_version"), int):
+                version = doc["policy_version"]
+            compiled = compile_policy(doc)
         except PolicyError as exc:
             logger.error("policy v%s rejected, keeping v%d: %s", version, self._current.version, exc)
             self.rejected.append((version, str(exc)))

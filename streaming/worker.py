@@ -81,6 +81,9 @@ def build_app(settings: StreamingSettings, broker_address: str, holder: PolicyHo
     decided = sdf.apply(stage1, stateful=True, metadata=True)
     decided.filter(lambda o: o["topic"] == topics.DLQ).apply(lambda o: o["value"]).to_topic(dlq)
     decided.filter(lambda o: o["topic"] == topics.QUARANTINE).apply(lambda o: o["value"]).to_topic(quarantine)
+    # Stage-1 suppressions (erased people, client retries) are keyed by event id: no identifier in the key.
+    decided.filter(lambda o: o["topic"] == topics.SUPPRESSED).apply(lambda o: o["value"]).to_topic(
+        stage2_out[topics.SUPPRESSED], key=lambda v: v["event_id"])
     profiles = decided.filter(lambda o: o["topic"] == "profile").apply(lambda o: o["value"])
     profiles = profiles.group_by(lambda v: v["profile_id"], name="profile", key_serializer="str",
                                  key_deserializer="str")

@@ -152,3 +152,53 @@ def test_regular_fast_session_is_caught_by_the_rate_rule(policy):
     assert outs[-1][0].topic == topics.QUARANTINE
     assert outs[-1][0].value["bot_reasons"] == ["bot.rate_flood"]
     assert outs[0][0].topic != topics.QUARANTINE
+
+
+def _policy_with(**changes):
+    from streaming.policy import seal
+
+    doc = bootstrap_policy()
+    doc.update(changes)
+    doc["policy_version"] = 2
+    return compile_policy(seal(doc))
+
+
+def test_a_client_retry_is_suppressed_and_not_folded_into_the_session(policy):
+    hot = Hot(policy)
+    first = hot.send(wire(0))
+    retry = hot.send(wire(0))
+    third = hot.send(wire(1))
+    assert first[0].topic == topics.DEST_WAREHOUSE
+    assert [o.topic for o in retry] == [topics.SUPPRESSED]
+    assert retry[0].value["ledger"]["reason"] == "duplicate_event_id"
+    assert third[0].value["features"]["session_event_count"] == 2.0
+
+
+def test_erased_people_are_suppressed_at_the_first_mile_without_identifiers():
+    policy = _policy_with(erased_ids=["u-gone"])
+    hot = Hot(policy)
+    out = hot.send(wire(0, anon="d-x", user="u-gone", traits={"email": "gone@example.com"}), key="d-x")
+    assert [o.topic for o in out] == [topics.SUPPRESSED]
+    assert out[0].value["ledger"]["reason"] == "erased"
+    value = out[0].value
+    assert value["anonymous_id"] is value["user_id"] is value["device_id"] is None
+    assert "u-gone" not in orjson.dumps(value).decode() and "gone@example.com" not in orjson.dumps(value).decode()
+    # the device stays erased after the identify: a later anonymous event is still suppressed
+    later = hot.send(wire(1, anon="d-x"), key="d-x")
+    assert [o.topic for o in later] == [topics.SUPPRESSED]
+
+
+def test_warehouse_merges_in_the_policy_move_a_device_to_the_canonical_profile():
+    policy = _policy_with(identity_merges={"anon-a": "u-1", "u-old": "anon-a"})
+    out = Hot(policy).send(wire(0, anon="anon-a"), key="anon-a")
+    assert out[0].value["profile_id"] == "u-1"
+    assert out[0].value["ledger"]["identity"]["merged_from"] == "anon-a"
+    chained = Hot(policy).send(wire(0, anon="x", user="u-old"), key="x")
+    assert chained[0].value["profile_id"] == "u-1"
+
+
+def test_merge_cycles_are_rejected_naming_the_field():
+    from streaming.errors import PolicyError
+
+    with pytest.raises(PolicyError, match="identity_merges: cycle"):
+        _policy_with(identity_merges={"a": "b", "b": "a"})
