@@ -87,14 +87,37 @@ class InvalidConsentString(ValueError):
     pass
 
 
+#: A TCF v2 core segment is 213+ bits before the vendor sections: ~36 base64url characters at the very least.
+MIN_TCF_LENGTH = 36
+
+
 @lru_cache(maxsize=4096)
 def _decode_tcf(tc_string: str) -> tuple[frozenset[int], int]:
     import iab_tcf
 
+    if len(tc_string) < MIN_TCF_LENGTH:
+        raise InvalidConsentString(f"TCF string of {len(tc_string)} characters is shorter than a v2 core segment")
     try:
         consent = iab_tcf.decode(tc_string)
     except Exception as exc:  # the library raises bare Exceptions and bit-reader errors
         raise InvalidConsentString(f"undecodable TCF string: {type(exc).__name__}") from None
+    # The decoder reads garbage happily (any string starting with "C" is "version 2"): check the core fields a
+    # real CMP always sets, and refuse the rest (fail closed).
+    problems = []
+    if getattr(consent, "cmp_id", 0) < 2:
+        problems.append("cmp_id")
+    if getattr(consent, "vendor_list_version", 0) < 1:
+        problems.append("vendor_list_version")
+    if getattr(consent, "tcf_policy_version", 0) not in (2, 3, 4, 5):
+        problems.append("tcf_policy_version")
+    language = getattr(consent, "consent_language", b"")
+    if not (isinstance(language, bytes) and len(language) == 2 and language.isalpha() and language.isupper()):
+        problems.append("consent_language")
+    created, updated = getattr(consent, "created", None), getattr(consent, "last_updated", None)
+    if created is None or updated is None or created.year < 2018 or updated < created:
+        problems.append("created/last_updated")
+    if problems:
+        raise InvalidConsentString(f"TCF string with invalid core fields: {', '.join(problems)}")
     allowed = frozenset(i for i in range(1, 25) if consent.is_purpose_allowed(i))
     return allowed, int(getattr(consent, "version", 0) or 0)
 
