@@ -30,5 +30,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check streaming warehouse ml orchestration tests
 	$(BIN)/mypy
 
+bench-collector: $(STAMP)
+	$(BIN)/python tests/benchmarks/bench_collector.py
+
 clean:
 	rm -rf data dbt_project/target dbt_project/logs

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from functools import cache, lru_cache
@@ -34,7 +35,8 @@ class CrawlerMatcher:
         self.fallback: list[tuple[int, re.Pattern[str]]] = []
         for i, pattern in enumerate(patterns):
             try:
-                hyperscan.Database().compile(expressions=[pattern.encode()], ids=[i], flags=hyperscan.HS_FLAG_SINGLEMATCH)
+                hyperscan.Database().compile(expressions=[pattern.encode()], ids=[i],
+                                             flags=hyperscan.HS_FLAG_SINGLEMATCH)
                 compiled.append((i, pattern))
             except hyperscan.error as exc:  # type: ignore[attr-defined]
                 logger.debug("pattern %d falls back to re: %s", i, exc)
@@ -54,10 +56,9 @@ class CrawlerMatcher:
 
         import hyperscan
 
-        try:
+        # The handler stops the scan at the first match, which Hyperscan reports by raising ScanTerminated.
+        with contextlib.suppress(hyperscan.ScanTerminated):
             self.db.scan(user_agent.encode("utf-8", "replace"), match_event_handler=on_match, scratch=self.scratch)
-        except hyperscan.ScanTerminated:
-            pass  # raised when the handler stops the scan at the first match
         if found:
             return found[0]
         for i, pattern in self.fallback:

@@ -29,7 +29,8 @@ DEFAULT_TCF_MAPPING: dict[str, tuple[int, ...]] = {
 
 #: Region defaults: what is granted when a profile never said anything. EU/EEA/UK: nothing (GDPR, ePrivacy).
 EEA_UK = frozenset(
-    "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE IS LI NO GB CH".split()
+    ["AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT", "LV", "LT", "LU",
+     "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE", "IS", "LI", "NO", "GB", "CH"]
 )
 DEFAULT_REGION_DEFAULTS: dict[str, dict[str, bool]] = {
     "EU": {p: False for p in PURPOSES},

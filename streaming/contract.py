@@ -18,8 +18,9 @@ MAX_EVENT_BYTES = 32 * 1024
 MAX_DEPTH = 8
 MAX_ID_LENGTH = 256
 
-EventType = Literal["page", "track", "identify", "alias", "consent"]
-EVENT_TYPES: tuple[str, ...] = ("page", "track", "identify", "alias", "consent")
+#: ``group`` (Segment's account association) is accepted so that trackers' batches are never rejected for it.
+EventType = Literal["page", "track", "identify", "alias", "consent", "group"]
+EVENT_TYPES: tuple[str, ...] = ("page", "track", "identify", "alias", "consent", "group")
 
 
 class InvalidEvent(ValueError):
@@ -138,7 +139,7 @@ def to_dict(event: Event) -> dict[str, Any]:
 # --- the wire format -------------------------------------------------------------------------------------------
 
 _SEGMENT_TYPES = {"page": "page", "screen": "page", "track": "track", "identify": "identify", "alias": "alias",
-                  "consent": "consent"}
+                  "consent": "consent", "group": "group"}
 
 
 def _parse_time(value: Any, field: str) -> datetime | None:
@@ -190,7 +191,10 @@ def from_segment(payload: dict[str, Any], *, source_id: str, received_at: dateti
     elif sent_at is not None:
         skew = sent_at - received_at
         skew_ms = int(skew.total_seconds() * 1000)
-        timestamp = original - skew
+        try:
+            timestamp = original - skew
+        except OverflowError:
+            raise InvalidEvent("schema", "`timestamp` corrected by the `sentAt` clock skew is out of range") from None
     else:
         timestamp = original
 
@@ -204,7 +208,7 @@ def from_segment(payload: dict[str, Any], *, source_id: str, received_at: dateti
         raise InvalidEvent("schema", "`properties` must be an object")
     if not isinstance(traits, dict):
         raise InvalidEvent("schema", "`traits` must be an object")
-    consent_ctx = context.get("consent") if isinstance(context.get("consent"), dict) else {}
+    consent_ctx: dict[str, Any] = context["consent"] if isinstance(context.get("consent"), dict) else {}
     tcf = context.get("tcf") or consent_ctx.get("tcString") or consent_ctx.get("tcfString")
 
     out: dict[str, Any] = {
@@ -239,6 +243,8 @@ def from_segment(payload: dict[str, Any], *, source_id: str, received_at: dateti
         out["name"] = str(payload["name"])
     if payload.get("previousId") is not None:
         out["previous_id"] = str(payload["previousId"])
+    if payload.get("groupId") is not None:
+        out["properties"] = {**properties, "group_id": str(payload["groupId"])}
     if out["type"] == "consent":
         purposes = payload.get("consent") or properties.get("purposes") or consent_ctx.get("purposes")
         if purposes is not None:

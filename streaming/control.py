@@ -110,6 +110,7 @@ def wait_for_version(holder: PolicyHolder, version: int, *, timeout: float = 30.
     start = time.monotonic()
     while holder.current.version < version:
         if time.monotonic() - start > timeout:
-            raise BrokerError(f"policy v{version} not picked up within {timeout:.0f}s (still v{holder.current.version})")
+            raise BrokerError(f"policy v{version} not picked up within {timeout:.0f}s "
+                              f"(still v{holder.current.version})")
         time.sleep(0.01)
     return time.monotonic() - start

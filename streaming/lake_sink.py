@@ -11,7 +11,6 @@ import base64
 import logging
 import signal
 from pathlib import Path
-from typing import Any
 
 from quixstreams import Application
 from quixstreams.sinks import BatchingSink, SinkBatch

@@ -199,7 +199,8 @@ def decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, se
     score = policy.propensity.score(facts) if policy.propensity else None
     facts["score"] = score
 
-    fired, shadow = [], []
+    fired: list[str] = []
+    shadow: list[str] = []
     for rule in policy.bot_rules:
         if rule.predicate(facts):
             (fired if rule.mode == "enforce" else shadow).append(rule.id)

@@ -65,7 +65,8 @@ def _cmp(op: str, a: Any, b: Any) -> bool:
 def compile_value(node: Any, path: str = "$") -> Callable[[Facts], Any]:
     """Compile an expression that yields a value (var, literal or arithmetic)."""
     if _is_literal(node):
-        return lambda facts, _v=node: _v
+        literal: Any = node
+        return lambda facts: literal
     if isinstance(node, list):
         items = [compile_value(n, f"{path}[{i}]") for i, n in enumerate(node)]
         return lambda facts: [f(facts) for f in items]
@@ -100,7 +101,8 @@ def compile_value(node: Any, path: str = "$") -> Callable[[Facts], Any]:
 def compile_rule(node: Any, path: str = "$") -> Predicate:
     """Compile a JsonLogic condition to a Python callable ``facts -> bool``. Raises :class:`RuleSyntaxError`."""
     if isinstance(node, bool):
-        return lambda facts, _v=node: _v
+        constant: bool = node
+        return lambda facts: constant
     op, args = _operator(node, path)
     if op in COMPARISONS:
         if op in ("<", "<=") and len(args) == 3:

@@ -6,6 +6,7 @@ Every variable is listed in ``.env.example``. Nothing is read at import time: ca
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -70,6 +71,6 @@ class StreamingSettings(BaseSettings):
         return f"{self.topic_prefix}{name}"
 
 
-def load_settings(**overrides: object) -> StreamingSettings:
+def load_settings(**overrides: Any) -> StreamingSettings:
     """Read settings from the environment (and ``.env`` if present), with explicit overrides on top."""
     return StreamingSettings(_env_file=".env", **overrides)  # type: ignore[call-arg]

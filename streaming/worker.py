@@ -35,6 +35,10 @@ logger = logging.getLogger(__name__)
 STAGE2_TOPICS = (*topics.DESTINATIONS, topics.SUPPRESSED, topics.DECISIONS)
 
 
+def _is_topic(name: str) -> Any:
+    return lambda o: o["topic"] == name
+
+
 def _topic_config(settings: StreamingSettings, name: str) -> TopicConfig:
     spec = topic_specs(settings)[settings.topic(name)]
     return TopicConfig(num_partitions=int(spec["partitions"]), replication_factor=settings.replication_factor,
@@ -59,7 +63,7 @@ def build_app(settings: StreamingSettings, broker_address: str, holder: PolicyHo
         processing_guarantee="at-least-once",
     )
 
-    def topic(name: str, *, key: str = "str", value: str = "json") -> Any:
+    def topic(name: str, *, key: Any = "str", value: Any = "json") -> Any:
         return app.topic(settings.topic(name), key_deserializer=key, key_serializer=key, value_deserializer=value,
                          value_serializer=value, config=_topic_config(settings, name))
 
@@ -89,7 +93,7 @@ def build_app(settings: StreamingSettings, broker_address: str, holder: PolicyHo
                                  key_deserializer="str")
     routed = profiles.apply(stage2, stateful=True, expand=True)
     for name, out_topic in stage2_out.items():
-        routed.filter(lambda o, _n=name: o["topic"] == _n).apply(lambda o: o["value"]).to_topic(out_topic)
+        routed.filter(_is_topic(name)).apply(lambda o: o["value"]).to_topic(out_topic)
     return app
 
 

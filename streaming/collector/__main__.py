@@ -16,9 +16,10 @@ def main() -> int:
     if not settings.kafka_broker_address:
         print("KAFKA_BROKER_ADDRESS is required (host:port of the Kafka or embedded broker)", file=sys.stderr)
         return 2
+    # keep-alive above a load balancer's idle timeout (AWS ALB: 60 s), so the LB never reuses a closed socket
     options = dict(host=settings.collector_host, port=settings.collector_port, loop="uvloop", http="httptools",
                    lifespan="on", access_log=False, log_level="info", proxy_headers=False, server_header=False,
-                   date_header=False, timeout_graceful_shutdown=10)
+                   date_header=False, timeout_keep_alive=75, timeout_graceful_shutdown=10)
     if settings.collector_workers > 1:
         # Each worker process builds its own app (and producer) from the environment.
         uvicorn.run("streaming.collector.app:create_app", factory=True, workers=settings.collector_workers,

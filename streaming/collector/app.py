@@ -226,6 +226,9 @@ class Collector:
                     return
                 raise Reject(405, "method_not_allowed", f"{method} is not allowed on {path}: use POST",
                              headers=[(b"allow", b"POST, OPTIONS")])
+            if method not in ("GET", "HEAD") and path in ("/healthz", "/readyz", "/openapi.json"):
+                raise Reject(405, "method_not_allowed", f"{method} is not allowed on {path}: use GET",
+                             headers=[(b"allow", b"GET, HEAD")])
             if path == "/healthz":
                 await _json(send, 200, b'{"status":"ok"}')
             elif path == "/readyz":
@@ -280,8 +283,10 @@ class Collector:
             raise Reject(400, "invalid_json", f"malformed JSON: {exc}"[:300]) from None
         if not isinstance(doc, dict):
             raise Reject(400, "invalid_json", "the body must be a JSON object")
+        body_key = doc.get("writeKey")
+        if body_key is not None and not isinstance(body_key, str):
+            raise Reject(400, "schema", "`writeKey` must be a string", field="writeKey")
         if wk is None:
-            body_key = doc.get("writeKey")
             if isinstance(body_key, str) and body_key:
                 wk = self.keys.get(body_key)
             if wk is None:

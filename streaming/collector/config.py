@@ -31,7 +31,7 @@ def parse_write_keys(spec: str) -> dict[str, WriteKey]:
             continue
         parts = [p.strip() for p in item.split(":")]
         if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
-            raise ValueError(f"write key entry {item.split(':')[0][:4]}… must look like key:source_id[:rate_per_s]")
+            raise ValueError("every write key entry must look like key:source_id[:rate_per_s]")
         rate = float(parts[2]) if len(parts) == 3 and parts[2] else None
         if rate is not None and rate < 0:
             raise ValueError("a write key's rate_per_s must be >= 0")
@@ -44,7 +44,8 @@ def parse_write_keys(spec: str) -> dict[str, WriteKey]:
 class CollectorSettings(StreamingSettings):
     """Streaming settings plus the collector's own. Every field is read from ``FIRSTMILE_<NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="FIRSTMILE_", frozen=True, extra="ignore")
+    # write keys are secrets: never echo the input in a validation error
+    model_config = SettingsConfigDict(env_prefix="FIRSTMILE_", frozen=True, extra="ignore", hide_input_in_errors=True)
 
     write_keys: str = Field(default="", description="key:source_id[:rate_per_s], comma separated.")
     rate_limit_per_s: float = Field(default=1000.0, ge=0,
@@ -72,4 +73,4 @@ class CollectorSettings(StreamingSettings):
 
 
 def load_collector_settings(**overrides: object) -> CollectorSettings:
-    return CollectorSettings(_env_file=".env", **overrides)  # type: ignore[call-arg]
+    return CollectorSettings(_env_file=".env", **overrides)  # type: ignore[call-arg,arg-type]

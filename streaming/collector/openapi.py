@@ -55,16 +55,18 @@ def _event_schema(type_name: str, description: str, *, extra: dict[str, Any] | N
         "userId": _ref("Id"),
         "timestamp": {"type": "string", "format": "date-time",
                       "description": "When the event happened on the device (ISO 8601). Corrected for clock "
-                                     "skew with `sentAt`; an old timestamp (historical import) is kept."},
+                                     "skew with `sentAt`; an old timestamp (historical import) is kept. A "
+                                     "correction that leaves years 1-9999 is a 400."},
         "originalTimestamp": {"type": "string", "format": "date-time"},
         "sentAt": {"type": "string", "format": "date-time",
                    "description": "When the device sent it; `sentAt - receivedAt` is the clock skew."},
         "context": _ref("Context"),
-        "integrations": {"type": "object", "description": "Accepted and ignored."},
+        "integrations": {"description": "Accepted and ignored (any JSON value)."},
         **(extra or {}),
     }
     if not in_batch:
-        props["writeKey"] = {"type": "string", "description": "The write key, when HTTP Basic is not used."}
+        props["writeKey"] = {"type": "string", "nullable": True,
+                             "description": "The write key, when HTTP Basic is not used (ignored when it is)."}
     schema: dict[str, Any] = {
         "type": "object",
         "description": description,
@@ -97,7 +99,7 @@ _EXTRAS: dict[str, tuple[str, dict[str, Any], tuple[str, ...]]] = {
         "previousId": {"type": "string"},
     }, ()),
     "consent": ("Grants or revokes consent purposes (or carries an IAB TCF v2 string).", {
-        "consent": {"type": "object", "additionalProperties": {"type": "boolean"},
+        "consent": {"type": "object", "additionalProperties": {"type": "boolean"}, "minProperties": 1,
                     "description": "Purpose → granted, e.g. {\"analytics\": true, \"marketing\": false}."},
         "properties": _nested("Free properties."),
     }, ()),
@@ -165,8 +167,9 @@ def _schemas() -> dict[str, Any]:
                       "description": "Events, each with its `type`. One bad event rejects the whole batch."},
             "sentAt": {"type": "string", "format": "date-time", "description": "Applies to events without one."},
             "context": _ref("Context"),
-            "writeKey": {"type": "string"},
-            "integrations": {"type": "object"},
+            "writeKey": {"type": "string", "nullable": True,
+                         "description": "The write key, when HTTP Basic is not used (ignored when it is)."},
+            "integrations": {"description": "Accepted and ignored (any JSON value)."},
         },
     }
     return schemas

@@ -9,6 +9,7 @@ and a periodic metadata probe; ``/readyz`` reads it, and while every broker is d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -17,6 +18,16 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 logger = logging.getLogger(__name__)
+
+
+#: Delivery errors after which this producer instance never recovers by itself: replace it (a new producer id).
+#: Seen on Tansu: after an in-flight ProduceRequest times out, librdkafka bumps the idempotent producer's epoch
+#: and Tansu answers PRODUCER_FENCED to every later produce, without librdkafka raising a fatal error.
+_REPLACE_PRODUCER = frozenset({
+    KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH, KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+    KafkaError.UNKNOWN_PRODUCER_ID, KafkaError.INVALID_PRODUCER_ID_MAPPING, KafkaError._FENCED, KafkaError._FATAL,
+    KafkaError._INCONSISTENT,
+})
 
 
 class BrokerUnavailable(Exception):
@@ -32,31 +43,35 @@ def _resolve(future: asyncio.Future[None], error: Any) -> None:
         future.set_exception(BrokerUnavailable(str(error)))
 
 
+def _resolve_many(done: list[tuple[asyncio.Future[None], Any]]) -> None:
+    for future, error in done:
+        _resolve(future, error)
+
+
 class _Delivery:
     """Counts one request's acknowledgements down (only the poll thread calls it)."""
 
-    __slots__ = ("future", "loop", "remaining", "error", "sink")
+    __slots__ = ("future", "remaining", "error", "sink")
 
     def __init__(self, sink: KafkaSink, future: asyncio.Future[None], count: int) -> None:
         self.sink = sink
         self.future = future
-        self.loop = future.get_loop()
         self.remaining = count
         self.error: Any = None
 
     def __call__(self, err: Any, _msg: Any) -> None:
         if err is not None:
-            if self.error is None:
+            first = self.error is None
+            if first:
                 self.error = err
             self.sink.on_failure(err)
-        else:
-            self.sink.last_ack = time.monotonic()
+            self.remaining -= 1
+            if first:  # answer 503 at the first failure, not after the last acknowledgement
+                self.sink.done.append((self.future, err))
+            return
         self.remaining -= 1
-        if self.remaining == 0 or (err is not None and self.error is err):
-            try:
-                self.loop.call_soon_threadsafe(_resolve, self.future, self.error)
-            except RuntimeError:  # loop closed at shutdown
-                pass
+        if self.remaining == 0 and self.error is None:
+            self.sink.done.append((self.future, None))
 
 
 class KafkaSink:
@@ -79,6 +94,9 @@ class KafkaSink:
             "reconnect.backoff.ms": 50,
             "reconnect.backoff.max.ms": 1000,
             "compression.type": "none",
+            # Tansu (and a Kafka with auto.create.topics.enable) creates a topic on a metadata request: with 4
+            # partitions and none of the explicit configs create_topics() sets. Never let the probe do that.
+            "allow.auto.create.topics": False,
             "error_cb": self._on_error,
             **(extra or {}),
         }
@@ -88,6 +106,10 @@ class KafkaSink:
         self.probe_ok = False
         self.all_down = False
         self.fatal: KafkaError | None = None
+        #: the broker was lost (down or timing out): start a fresh producer once it answers again
+        self.stale = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.done: list[tuple[asyncio.Future[None], Any]] = []
         self._running = True
         self._thread = threading.Thread(target=self._poll_loop, name="collector-kafka-poll", daemon=True)
         self._thread.start()
@@ -101,6 +123,7 @@ class KafkaSink:
         elif code == KafkaError._ALL_BROKERS_DOWN:
             logger.warning("all brokers down: failing requests fast until a probe succeeds")
             self.all_down = True
+            self.stale = True
             self.probe_ok = False
         else:
             logger.info("producer error: %s", err)
@@ -108,24 +131,40 @@ class KafkaSink:
     def on_failure(self, err: KafkaError) -> None:
         logger.warning("delivery failed: %s", err)
         self.probe_ok = False
+        if err.code() in _REPLACE_PRODUCER and self.fatal is None:
+            logger.error("producer unusable (%s): it will be replaced", err.name())
+            self.fatal = err
+        elif err.code() == KafkaError._MSG_TIMED_OUT:
+            self.stale = True
 
     def _poll_loop(self) -> None:
+        # Completed requests are handed to the event loop once per poll() (one wake-up for many acks).
         while self._running:
             try:
                 self.producer.poll(0.05)
             except Exception:  # a callback must never kill the thread
                 logger.exception("producer poll failed")
+            if self.done:
+                done, self.done = self.done, []
+                if any(error is None for _, error in done):
+                    self.last_ack = time.monotonic()
+                loop = self.loop
+                if loop is not None:
+                    with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
+                        loop.call_soon_threadsafe(_resolve_many, done)
 
     # -- the request path (event loop) ---------------------------------------------------------------------
     @property
     def ready(self) -> bool:
-        return self.probe_ok and not self.all_down and self.fatal is None
+        return self.probe_ok and not self.all_down and not self.stale and self.fatal is None
 
     def produce(self, messages: list[tuple[bytes, bytes]]) -> asyncio.Future[None]:
         """Produce ``(key, value)`` pairs; the returned future resolves when all are acknowledged."""
         if self.all_down or self.fatal is not None:
             raise BrokerUnavailable("broker unavailable")
-        loop = asyncio.get_running_loop()
+        loop = self.loop
+        if loop is None:
+            loop = self.loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         delivery = _Delivery(self, future, len(messages))
         produce = self.producer.produce
@@ -154,30 +193,42 @@ class KafkaSink:
         """A metadata request for the topic: the broker answers and the topic has partitions with leaders."""
         if self.fatal is not None:
             self._replace_producer()
-        try:
-            metadata = self.producer.list_topics(self.topic, timeout=timeout)
-            topic = metadata.topics.get(self.topic)
-            ok = bool(topic is not None and topic.error is None and topic.partitions
-                      and all(p.leader >= 0 for p in topic.partitions.values()))
-        except KafkaException as exc:
-            logger.info("broker probe failed: %s", exc)
-            ok = False
+        ok = self._metadata_ok(timeout)
+        if ok and self.stale:
+            # Back after an outage. The idempotent producer's state does not survive it on Tansu: after in-flight
+            # timeouts it is fenced (PRODUCER_FENCED on every produce), and against a restarted in-memory broker
+            # its produce requests time out silently. A fresh producer (new producer id) works in both cases.
+            self._replace_producer()
+            ok = self._metadata_ok(timeout)
         if ok:
             self.last_probe_ok = time.monotonic()
             self.all_down = False
         self.probe_ok = ok
         return ok
 
+    def _metadata_ok(self, timeout: float) -> bool:
+        try:
+            metadata = self.producer.list_topics(self.topic, timeout=timeout)
+        except KafkaException as exc:
+            logger.info("broker probe failed: %s", exc)
+            return False
+        topic = metadata.topics.get(self.topic)
+        if topic is None or topic.error is not None or not topic.partitions:
+            logger.info("broker probe: topic %s not available (%s)", self.topic, topic.error if topic else None)
+            return False
+        return all(p.leader >= 0 for p in topic.partitions.values())
+
     def _replace_producer(self) -> None:
         old = self.producer
         self.producer = Producer(self.config)
         self.fatal = None
+        self.stale = False
         try:
             old.purge(in_queue=True, in_flight=True, blocking=False)
             old.poll(0)
         except Exception:  # noqa: BLE001 - the old producer is gone either way
             logger.exception("purging the failed producer")
-        logger.warning("producer replaced after a fatal error")
+        logger.warning("producer replaced (fresh producer id)")
 
     def close(self, timeout: float = 5.0) -> int:
         """Flush what is queued (bounded), stop the poll thread. Returns the count still unflushed."""
