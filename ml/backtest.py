@@ -25,25 +25,31 @@ COLUMNS: dict[str, str] = {name: f"f_{name}" for name in FEATURES}
 COLUMNS.update({"identified": "(user_id IS NOT NULL)"})
 
 
-def model_sql(model: LinearModel) -> str:
-    terms = [str(model.intercept)]
+def model_sql(model: LinearModel, columns: Mapping[str, str] | None = None) -> str:
+    """The student's score as a DuckDB expression: the same dot product :meth:`LinearModel.score` computes."""
+    columns = COLUMNS if columns is None else columns
+    terms = [repr(model.intercept)]
     for name, use_log, mu, sd, w in zip(model.features, model.log1p, model.mean, model.scale, model.coef,
                                         strict=True):
-        x = f"coalesce(CAST({COLUMNS.get(name, name)} AS DOUBLE), 0.0)"
+        x = f"coalesce(CAST({columns.get(name, name)} AS DOUBLE), 0.0)"
         if use_log:
             x = f"ln(1 + greatest({x}, 0.0))"
         terms.append(f"({w!r}) * (({x}) - ({mu!r})) / ({sd!r})")
     return f"(1.0 / (1.0 + exp(-({' + '.join(terms)}))))"
 
 
-def bot_sql(doc: Mapping[str, Any]) -> str:
-    """SQL for "the hot path would quarantine this event" under ``doc`` (enforced rules and model only)."""
+def bot_sql(doc: Mapping[str, Any], columns: Mapping[str, str] | None = None) -> str:
+    """SQL for "the hot path would quarantine this event" under ``doc`` (enforced rules and model only).
+
+    ``columns`` maps facts to SQL expressions (default :data:`COLUMNS`; facts not in it are read as columns of the
+    same name).
+    """
     policy = compile_policy(dict(doc))
-    columns = dict(COLUMNS)
+    columns = dict(COLUMNS if columns is None else columns)
     if policy.bot_model is not None:
-        columns["bot_score"] = model_sql(policy.bot_model)
+        columns["bot_score"] = model_sql(policy.bot_model, columns)
     if policy.propensity is not None:
-        columns["score"] = model_sql(policy.propensity)
+        columns["score"] = model_sql(policy.propensity, columns)
     parts = [to_sql(rule["when"], columns) for rule in doc["rules"]
              if rule["kind"] == "bot" and rule.get("mode", "enforce") == "enforce"]
     if policy.bot_model is not None and policy.bot_model.mode == "enforce":
@@ -51,14 +57,17 @@ def bot_sql(doc: Mapping[str, Any]) -> str:
     return "(" + " OR ".join(parts) + ")" if parts else "FALSE"
 
 
-def sales_sql(doc: Mapping[str, Any]) -> str:
+def sales_sql(doc: Mapping[str, Any], columns: Mapping[str, str] | None = None) -> str:
+    """SQL for "the route to ``dest.sales`` fires" under ``doc`` (its condition only; consent is compared apart)."""
     spec = doc.get("routing", {}).get("dest.sales")
     if not spec:
         return "FALSE"
-    columns = dict(COLUMNS)
+    columns = dict(COLUMNS if columns is None else columns)
     policy = compile_policy(dict(doc))
+    if policy.bot_model is not None:
+        columns["bot_score"] = model_sql(policy.bot_model, columns)
     if policy.propensity is not None:
-        columns["score"] = model_sql(policy.propensity)
+        columns["score"] = model_sql(policy.propensity, columns)
     return to_sql(spec.get("when", True), columns)
 
 
@@ -95,11 +104,12 @@ def backtest(con: duckdb.DuckDBPyConnection, lake: Path | str, candidate: Mappin
              champion: Mapping[str, Any]) -> dict[str, Any]:
     """Score both policies on the same archived events. Unknown facts in rules read as NULL (never fire)."""
     available = {row[0] for row in con.execute(f"describe {archived_events_sql(lake)}").fetchall()}
+    columns = dict(COLUMNS)
     for fact in FACTS:
-        if fact not in COLUMNS and fact not in available:
-            COLUMNS.setdefault(fact, "NULL")
-    cand_bot, champ_bot = bot_sql(candidate), bot_sql(champion)
-    cand_sales, champ_sales = sales_sql(candidate), sales_sql(champion)
+        if fact not in columns and fact not in available:
+            columns[fact] = "NULL"
+    cand_bot, champ_bot = bot_sql(candidate, columns), bot_sql(champion, columns)
+    cand_sales, champ_sales = sales_sql(candidate, columns), sales_sql(champion, columns)
     row = con.execute(f"""
         with events as ({archived_events_sql(lake)}),
         decided as (

@@ -90,7 +90,7 @@ def mine_bot_rules(frame: pl.DataFrame, *, config: MiningConfig = MiningConfig()
         human_hits = int((hits & (labels == 0)).sum())
         new_catches = int((hits & (labels == 1) & ~caught_before).sum())
         missed_total = max(int(((labels == 1) & ~caught_before).sum()), 1)
-        evidence = {
+        evidence: dict[str, Any] = {
             "support": support,
             "precision": true_hits / support,
             "recall_of_missed": new_catches / missed_total,
@@ -107,5 +107,5 @@ def mine_bot_rules(frame: pl.DataFrame, *, config: MiningConfig = MiningConfig()
 
 
 def _describe(when: dict[str, Any]) -> str:
-    parts = when["and"] if "and" in when else [when]
+    parts = when.get("and", [when])
     return " and ".join(f"{c[op][0]['var']} {op} {c[op][1]}" for c in parts for op in c)

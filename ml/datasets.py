@@ -54,4 +54,5 @@ def matrix(frame: pl.DataFrame) -> np.ndarray:
 def data_version(frame: pl.DataFrame) -> str:
     """A fingerprint of the rows trained on (count, time range, a hash of event ids)."""
     ids = frame["event_id"].cast(pl.String).hash(seed=0).sum() if "event_id" in frame.columns else 0
-    return f"n={frame.height};from={frame['event_ts'].min()};to={frame['event_ts'].max()};ids={ids}"
+    first, last = str(frame["event_ts"].min()), str(frame["event_ts"].max())
+    return f"n={frame.height};from={first};to={last};ids={ids}"

@@ -1,7 +1,8 @@
 """The learning steps the orchestration runs, in order. Each returns plain data; Dagster assets stay thin.
 
-training set → :func:`train_propensity_run` (teacher + student, MLflow run) → :func:`mine_rules` →
-:func:`build_and_backtest` (candidate policy, backtest vs champion, gate) → :func:`register_and_promote`.
+training set → :func:`train_propensity_run` (propensity teacher + student, and the bot head as a second MLflow
+run) → :func:`mine_rules` → :func:`build_and_backtest` (candidate policy, backtest vs champion, gate) →
+:func:`register_and_promote`.
 """
 
 from __future__ import annotations
@@ -18,12 +19,22 @@ import numpy as np
 
 from ml import registry
 from ml.backtest import backtest, record_backtest
+from ml.bot_model import BOT_FEATURES, BotModelConfig, bot_matrix, train_bot_model, with_datacenter
 from ml.bot_rules import MiningConfig, mine_bot_rules
-from ml.candidate import (GateConfig, GateResult, StartMode, build_candidate, evaluate_gate,
-                          sales_threshold_from_scores, shadow_rule_agreement)
-from ml.datasets import FEATURE_COLUMNS, data_version, load_training_events, matrix, time_split
+from ml.candidate import (
+    GateConfig,
+    GateResult,
+    StartMode,
+    build_candidate,
+    evaluate_gate,
+    sales_threshold_from_scores,
+    shadow_ids,
+    shadow_rule_agreement,
+)
+from ml.datasets import FEATURE_COLUMNS, Split, data_version, load_training_events, matrix, time_split
 from ml.propensity import student_batch_scores, train_propensity
 from streaming.policy import bootstrap_policy
+from streaming.sessions import FEATURES
 from warehouse.duck import connect
 from warehouse.layout import DataLayout
 
@@ -69,8 +80,87 @@ def _plots(y: np.ndarray, p_teacher: np.ndarray, p_student: np.ndarray, out: Pat
     return paths
 
 
-def train_propensity_run(layout: DataLayout) -> dict[str, Any]:
-    """Train teacher and student on the warehouse's training set; log everything to one MLflow run."""
+def _log_model(model: Any, name: str, example: np.ndarray) -> None:
+    # pip_requirements given explicitly: inferring them costs 8-11 s per model (STACK-FACTS.md).
+    # MLflow 3.17 saves sklearn models with skops and refuses types it has not been told to trust; we made
+    # this model ourselves a second ago.
+    mlflow.sklearn.log_model(model, name=name, pip_requirements=registry.PIP_REQUIREMENTS,
+                             skops_trusted_types=registry.SKOPS_TRUSTED,
+                             input_example=example[:2] if len(example) else None)
+
+
+def _log_files(files: dict[str, Any], artifact_path: str, tmp: Path) -> None:
+    for filename, content in files.items():
+        path = tmp / filename
+        path.write_text(content if isinstance(content, str) else json.dumps(content, indent=2, default=str))
+        mlflow.log_artifact(str(path), artifact_path)
+
+
+def _finite(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    return {prefix + k: float(v) for k, v in metrics.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)}
+
+
+def _describe_run(head: str, metrics: dict[str, Any], features: tuple[str, ...], version: str) -> str:
+    def f(key: str) -> str:
+        v = metrics.get(key)
+        return "n/a" if v is None else f"{v:.4f}" if abs(v) < 100 else f"{v:.0f}"
+
+    return (f"{head}: HistGradientBoosting teacher on full history (time split), distilled into a logistic "
+            f"first-mile student over {len(features)} features ({', '.join(features)}). Held-out AUC teacher "
+            f"{f('teacher_auc')}, student {f('student_auc')} (gap {f('auc_gap')}), agreement "
+            f"{f('fidelity_agreement')}; per event: teacher {f('teacher_us_per_event')} µs, student "
+            f"{f('student_us_per_event')} µs ({f('speedup')}×). Data: {version}.")
+
+
+def train_bot_run(layout: DataLayout, *, frame: Any = None, split: Split | None = None,
+                  config: BotModelConfig | None = None, parent_run_id: str | None = None) -> dict[str, Any]:
+    """The bot head: teacher on ``label_bot``, distilled student with a human-safe threshold, one MLflow run.
+
+    Returns ``{"run_id", "metrics", "student", "threshold"}``; ``student`` is the ``models.bot`` document (mode
+    ``shadow``; :func:`ml.candidate.build_candidate` decides its mode in the candidate).
+    """
+    registry.configure(layout)
+    frame = load_training_events(layout.duckdb_path) if frame is None else frame
+    split = split or time_split(frame)
+    config = config or BotModelConfig()
+    result = train_bot_model(split, config=config, history=frame)
+    test = with_datacenter(split.test)
+    x_test, y_test = bot_matrix(test), test["label_bot"].cast(int).to_numpy()
+    p_teacher = result.teacher.predict_proba(x_test)[:, 1] if len(x_test) else np.array([])
+    p_student = student_batch_scores(result.student_doc, x_test) if len(x_test) else np.array([])
+    version = data_version(frame)
+    description = _describe_run("Bot likelihood", result.metrics, BOT_FEATURES, version) + (
+        f" Threshold {result.threshold} keeps known humans at or under {config.max_human_rate:.2%} on history.")
+    with mlflow.start_run(run_name="bot-teacher-student") as run, tempfile.TemporaryDirectory() as tmp:
+        result.student_doc["source"] = {"run_id": run.info.run_id, "data_version": version,
+                                        "teacher": "HistGradientBoostingClassifier"}
+        mlflow.log_params({"teacher": "HistGradientBoostingClassifier", "teacher_max_iter": 200,
+                           "student": "logistic (distilled, soft labels)", "split": "time",
+                           "split_cutoff": split.cutoff, "features": ",".join(BOT_FEATURES),
+                           "max_human_rate": config.max_human_rate, "min_threshold": config.min_threshold,
+                           "label": "label_bot (hindsight, per session)"})
+        mlflow.set_tags({"data_version": version, "kind": "bot", "mlflow.note.content": description,
+                         **({"loop_run_id": parent_run_id} if parent_run_id else {})})
+        mlflow.log_metrics(_finite(result.metrics))
+        tmp_path = Path(tmp)
+        _log_files({"student.json": result.student_doc, "features.json": list(BOT_FEATURES),
+                    "description.md": description}, "student", tmp_path)
+        for plot in _plots(y_test, p_teacher, p_student, tmp_path):
+            mlflow.log_artifact(str(plot), "plots")
+        _log_model(result.teacher, "teacher", x_test)
+        run_id = run.info.run_id
+    return {"run_id": run_id, "metrics": result.metrics, "student": result.student_doc,
+            "threshold": result.threshold, "description": description}
+
+
+def train_propensity_run(layout: DataLayout, *, bot_head: bool = True,
+                         bot_config: BotModelConfig | None = None) -> dict[str, Any]:
+    """Train teacher and student on the warehouse's training set; log everything to one MLflow run.
+
+    With ``bot_head`` (default) the bot-likelihood head is trained on the same split and logged as a second run;
+    it is returned under ``"bot"`` (see :func:`train_bot_run`).
+    """
     registry.configure(layout)
     frame = load_training_events(layout.duckdb_path)
     split = time_split(frame)
@@ -82,50 +172,74 @@ def train_propensity_run(layout: DataLayout) -> dict[str, Any]:
     p_student = student_batch_scores(result.student_doc, x_test) if len(x_test) else np.array([])
     humans_all = frame.filter(frame["label_bot"] == 0)
     threshold = sales_threshold_from_scores(student_batch_scores(result.student_doc, matrix(humans_all)))
+    version = data_version(frame)
+    description = _describe_run("Purchase propensity", result.metrics, FEATURES, version) + (
+        f" Routes the top 5% of human propensity (score ≥ {threshold:.4f}) to dest.sales.")
     with mlflow.start_run(run_name="propensity-teacher-student") as run, tempfile.TemporaryDirectory() as tmp:
+        result.student_doc["source"] = {"run_id": run.info.run_id, "data_version": version,
+                                        "teacher": "HistGradientBoostingClassifier"}
         mlflow.log_params({"teacher": "HistGradientBoostingClassifier", "teacher_max_iter": 200,
                            "student": "logistic (distilled, soft labels)", "split": "time",
-                           "split_cutoff": split.cutoff, "features": ",".join(FEATURE_COLUMNS)})
-        mlflow.set_tags({"data_version": data_version(frame), "kind": "propensity"})
-        mlflow.log_metrics({k: float(v) for k, v in result.metrics.items() if v is not None and np.isfinite(v)})
+                           "split_cutoff": split.cutoff, "features": ",".join(FEATURE_COLUMNS),
+                           "label": "label_converted (order later in the session), humans only"})
+        mlflow.set_tags({"data_version": version, "kind": "propensity", "mlflow.note.content": description})
+        mlflow.log_metrics(_finite(result.metrics))
         mlflow.log_metric("sales_threshold", threshold)
         tmp_path = Path(tmp)
-        (tmp_path / "student.json").write_text(json.dumps(result.student_doc, indent=2))
-        (tmp_path / "features.json").write_text(json.dumps(list(FEATURE_COLUMNS)))
-        mlflow.log_artifact(str(tmp_path / "student.json"), "student")
-        mlflow.log_artifact(str(tmp_path / "features.json"), "student")
+        _log_files({"student.json": result.student_doc, "features.json": list(FEATURES),
+                    "description.md": description}, "student", tmp_path)
         for plot in _plots(y_test, p_teacher, p_student, tmp_path):
             mlflow.log_artifact(str(plot), "plots")
-        # pip_requirements given explicitly: inferring them costs 8-11 s per model (STACK-FACTS.md).
-        # MLflow 3.17 saves sklearn models with skops and refuses types it has not been told to trust; we made
-        # this model ourselves a second ago.
-        mlflow.sklearn.log_model(result.teacher, name="teacher", pip_requirements=registry.PIP_REQUIREMENTS,
-                                 skops_trusted_types=registry.SKOPS_TRUSTED,
-                                 input_example=x_test[:2] if len(x_test) else None)
+        _log_model(result.teacher, "teacher", x_test)
         run_id = run.info.run_id
-    return {"run_id": run_id, "metrics": result.metrics, "student": result.student_doc,
-            "sales_threshold": threshold, "rows": frame.height}
+    out: dict[str, Any] = {"run_id": run_id, "metrics": result.metrics, "student": result.student_doc,
+                           "sales_threshold": threshold, "rows": frame.height, "data_version": version,
+                           "description": description}
+    if bot_head:
+        bot = train_bot_run(layout, frame=frame, split=split, config=bot_config, parent_run_id=run_id)
+        out["bot"] = bot
+        with mlflow.start_run(run_id=run_id):
+            mlflow.set_tag("bot_run_id", bot["run_id"])
+            mlflow.log_metrics(_finite(bot["metrics"], "bot_"))
+        # Dagster shows these as the asset's metadata next to the propensity metrics.
+        out["metrics"] = {**result.metrics, **{f"bot_{k}": v for k, v in bot["metrics"].items()}}
+        out["propensity_metrics"] = result.metrics
+    return out
 
 
-def mine_rules(layout: DataLayout, *, config: MiningConfig = MiningConfig()) -> list[dict[str, Any]]:
+def mine_rules(layout: DataLayout, *, config: MiningConfig | None = None) -> list[dict[str, Any]]:
+    """Bot rules the champion missed, mined from the training set's hindsight labels (:mod:`ml.bot_rules`)."""
     frame = load_training_events(layout.duckdb_path)
-    return mine_bot_rules(frame, config=config)
+    return mine_bot_rules(frame, config=config or MiningConfig())
 
 
 def build_and_backtest(layout: DataLayout, *, champion: dict[str, Any], training: dict[str, Any],
                        mined: list[dict[str, Any]], start_mode: StartMode = "auto",
-                       gate_config: GateConfig = GateConfig()) -> dict[str, Any]:
-    """Candidate policy from the champion; backtest both on the lake; evaluate the gate; keep the comparison."""
-    shadow_ids = [r["id"] for r in champion["rules"] if r.get("mode") == "shadow"]
+                       gate_config: GateConfig | None = None) -> dict[str, Any]:
+    """Candidate policy from the champion; backtest both on the lake; evaluate the gate; keep the comparison.
+
+    Shadow rules of the champion (and its bot model, id ``model.bot``) are judged on what the hot path recorded
+    for them in the lake's ledger; those that agree with hindsight are enforced in the candidate.
+    """
+    gate_config = gate_config or GateConfig()
+    ids, since = shadow_ids(champion)
+    bot = training.get("bot") or {}
     with connect(layout.duckdb_path) as con:
-        agreement = shadow_rule_agreement(con, layout.lake, shadow_ids)
+        agreement = shadow_rule_agreement(con, layout.lake, ids, since_versions=since)
         candidate = build_candidate(champion, student=training.get("student"), mined=mined,
                                     shadow_agreement=agreement, start_mode=start_mode, gate=gate_config,
-                                    sales_threshold=training.get("sales_threshold"))
+                                    sales_threshold=training.get("sales_threshold"), bot_model=bot.get("student"))
         result = backtest(con, layout.lake, candidate, champion)
-    propensity = dict(training.get("metrics") or {})
+    propensity = dict(training.get("propensity_metrics") or training.get("metrics") or {})
     propensity["new_model"] = "propensity" not in (champion.get("models") or {})
-    gate: GateResult = evaluate_gate(result, propensity, config=gate_config)
+    shipped_bot = (candidate.get("models") or {}).get("bot") or {}
+    bot_metrics = None
+    if bot and (shipped_bot.get("source") or {}).get("run_id") == bot.get("run_id"):
+        # Only a bot student this run trained is judged on its fidelity; a promoted champion model was judged
+        # when it entered.
+        bot_metrics = {**bot["metrics"], "new_model": "bot" not in (champion.get("models") or {})}
+    gate: GateResult = evaluate_gate(result, propensity, config=gate_config, bot=bot_metrics)
+    result["shadow_agreement"] = agreement
     record_backtest(layout.duckdb_path, {**result, "gate_passed": gate.passed, "gate_reasons": gate.reasons})
     registry.configure(layout)
     with mlflow.start_run(run_id=training["run_id"]):
@@ -133,19 +247,33 @@ def build_and_backtest(layout: DataLayout, *, champion: dict[str, Any], training
                             if isinstance(v, int | float) and not isinstance(v, bool)})
         mlflow.log_dict(result, "backtest/backtest.json")
         mlflow.log_dict({"passed": gate.passed, "reasons": gate.reasons, "checks": gate.checks}, "backtest/gate.json")
-    return {"candidate": candidate, "backtest": result, "gate": {"passed": gate.passed, "reasons": gate.reasons,
-                                                                 "checks": gate.checks}}
+    return {"candidate": candidate, "backtest": result, "shadow_agreement": agreement,
+            "gate": {"passed": gate.passed, "reasons": gate.reasons, "checks": gate.checks}}
 
 
 def register_and_promote(layout: DataLayout, *, candidate: dict[str, Any], training: dict[str, Any],
                          gate: dict[str, Any]) -> dict[str, Any]:
-    """Attach the policy to the run, register a model version, and move ``champion`` if the gate passed."""
+    """Attach the policy to the run, register a model version, and move ``champion`` if the gate passed.
+
+    The version carries the tags ``validation_status`` (``passed_gate``/``rejected_by_gate``, then ``champion``),
+    ``distilled_from`` (the teacher run), ``policy_version``, ``policy_artifact``, ``data_version`` and, with a
+    bot head, ``bot_distilled_from``; its description is the policy's plus the models'.
+    """
     client = registry.configure(layout)
     with mlflow.start_run(run_id=training["run_id"]):
-        mlflow.log_dict(candidate, "policy/policy.json")
+        mlflow.log_dict(candidate, registry.policy_artifact_path(candidate))
+        mlflow.log_dict(candidate, "policy/policy.json")  # the newest, where earlier versions looked
+    bot = training.get("bot") or {}
+    extra = {"data_version": str(training.get("data_version", ""))[:5000],
+             "gate_reasons": "; ".join(gate.get("reasons") or [])[:5000] or "none"}
+    if bot:
+        extra["bot_distilled_from"] = bot["run_id"]
+        extra["bot_mode"] = str(((candidate.get("models") or {}).get("bot") or {}).get("mode", "absent"))
+    description = "\n".join(d for d in (training.get("description"), bot.get("description")) if d)
     version = registry.register_candidate(client, training["run_id"], candidate,
                                           status="passed_gate" if gate["passed"] else "rejected_by_gate",
-                                          teacher_run=training["run_id"])
+                                          teacher_run=training["run_id"], description=description, extra_tags=extra)
+    layout.policies.mkdir(parents=True, exist_ok=True)
     (layout.policies / f"policy-v{candidate['policy_version']}.json").write_text(json.dumps(candidate, indent=2))
     previous = registry.promote(client, version.version) if gate["passed"] else None
     return {"model_version": str(version.version), "promoted": gate["passed"], "previous": previous,

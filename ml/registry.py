@@ -46,8 +46,19 @@ def _alias_version(client: MlflowClient, alias: str) -> Any | None:
         return None
 
 
+def policy_artifact_path(policy_doc: dict[str, Any]) -> str:
+    """Where a policy document lives in its run's artifacts: one file per policy version, so two candidates built
+    from the same training run never overwrite each other's document."""
+    return f"policy/v{policy_doc['policy_version']}/policy.json"
+
+
 def policy_of_version(client: MlflowClient, version: Any) -> dict[str, Any]:
-    path = client.download_artifacts(version.run_id, "policy/policy.json")
+    """The policy document attached to a model version (tag ``policy_artifact``; older versions: the run's
+    ``policy/policy.json``)."""
+    tags = getattr(version, "tags", None) or {}
+    if "policy_artifact" not in tags:
+        tags = client.get_model_version(MODEL_NAME, version.version).tags or {}
+    path = client.download_artifacts(version.run_id, tags.get("policy_artifact", "policy/policy.json"))
     return json.loads(Path(path).read_text())
 
 
@@ -56,15 +67,27 @@ def champion_policy(client: MlflowClient) -> dict[str, Any] | None:
     return policy_of_version(client, version) if version is not None else None
 
 
+MODEL_DESCRIPTION = (
+    "firstmile's learned first-mile policy. Each version is the propensity teacher (HistGradientBoosting) of one "
+    "loop run; the policy document it produced (distilled students, mined rules, thresholds) is attached as "
+    "artifact `policy_artifact` of the version. The alias `champion` is what the hot path runs, `previous` what a "
+    "rollback returns to. Tags: validation_status, distilled_from (teacher run), policy_version.")
+
+
 def register_candidate(client: MlflowClient, run_id: str, policy_doc: dict[str, Any], *, status: str,
-                       teacher_run: str) -> Any:
-    """Register the run's model as a new version, tagged with its policy and status."""
+                       teacher_run: str, description: str = "", extra_tags: dict[str, str] | None = None) -> Any:
+    """Register the run's model as a new version, tagged with its policy and status.
+
+    The policy document must already be logged to the run at :func:`policy_artifact_path`.
+    """
     version = mlflow.register_model(f"runs:/{run_id}/teacher", MODEL_NAME)
-    client.update_model_version(MODEL_NAME, version.version,
-                                description=policy_doc.get("description", "")[:5000])
+    client.update_registered_model(MODEL_NAME, description=MODEL_DESCRIPTION)
+    text = policy_doc.get("description", "") + ("\n\n" + description if description else "")
+    client.update_model_version(MODEL_NAME, version.version, description=text[:5000])
     for key, value in {"validation_status": status, "distilled_from": teacher_run,
                        "policy_version": str(policy_doc["policy_version"]),
-                       "policy_checksum": policy_doc["checksum"]}.items():
+                       "policy_checksum": policy_doc["checksum"],
+                       "policy_artifact": policy_artifact_path(policy_doc), **(extra_tags or {})}.items():
         client.set_model_version_tag(MODEL_NAME, version.version, key, value)
     return version
 
