@@ -33,5 +33,8 @@ lint: $(STAMP)
 bench-collector: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_collector.py
 
+bench-student: $(STAMP)
+	$(BIN)/python tests/benchmarks/bench_student.py --data-dir $${FIRSTMILE_DATA_DIR:-data}
+
 clean:
 	rm -rf data dbt_project/target dbt_project/logs
