@@ -33,8 +33,14 @@ lint: $(STAMP)
 bench-collector: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_collector.py
 
+bench-hotpath: $(STAMP)
+	$(BIN)/python tests/benchmarks/bench_hotpath.py
+
 bench-student: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_student.py --data-dir $${FIRSTMILE_DATA_DIR:-data}
+
+test-browser: $(STAMP)
+	$(BIN)/python -m pytest -q -m browser tests/orchestration/test_uis.py
 
 clean:
 	rm -rf data dbt_project/target dbt_project/logs

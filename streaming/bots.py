@@ -31,19 +31,26 @@ class CrawlerMatcher:
         import hyperscan
 
         self.patterns = patterns
-        compiled: list[tuple[int, str]] = []
+        compiled: list[tuple[int, str]] = list(enumerate(patterns))
         self.fallback: list[tuple[int, re.Pattern[str]]] = []
-        for i, pattern in enumerate(patterns):
-            try:
-                hyperscan.Database().compile(expressions=[pattern.encode()], ids=[i],
-                                             flags=hyperscan.HS_FLAG_SINGLEMATCH)
-                compiled.append((i, pattern))
-            except hyperscan.error as exc:  # type: ignore[attr-defined]
-                logger.debug("pattern %d falls back to re: %s", i, exc)
-                self.fallback.append((i, re.compile(pattern)))
         self.db = hyperscan.Database()
-        self.db.compile(expressions=[p.encode() for _, p in compiled], ids=[i for i, _ in compiled],
-                        elements=len(compiled), flags=hyperscan.HS_FLAG_SINGLEMATCH)
+        try:
+            self.db.compile(expressions=[p.encode() for _, p in compiled], ids=[i for i, _ in compiled],
+                            elements=len(compiled), flags=hyperscan.HS_FLAG_SINGLEMATCH)
+        except hyperscan.error:  # type: ignore[attr-defined]
+            # Only when the list gains a pattern Hyperscan rejects: find it, and match it with `re` instead.
+            compiled = []
+            for i, pattern in enumerate(patterns):
+                try:
+                    hyperscan.Database().compile(expressions=[pattern.encode()], ids=[i],
+                                                 flags=hyperscan.HS_FLAG_SINGLEMATCH)
+                    compiled.append((i, pattern))
+                except hyperscan.error as exc:  # type: ignore[attr-defined]
+                    logger.warning("crawler pattern %d falls back to re: %s", i, exc)
+                    self.fallback.append((i, re.compile(pattern)))
+            self.db = hyperscan.Database()
+            self.db.compile(expressions=[p.encode() for _, p in compiled], ids=[i for i, _ in compiled],
+                            elements=len(compiled), flags=hyperscan.HS_FLAG_SINGLEMATCH)
         self.scratch = hyperscan.Scratch(self.db)
         self._match = lru_cache(maxsize=32768)(self._match_uncached)
 

@@ -13,6 +13,7 @@ import hmac
 import ipaddress
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
@@ -27,6 +28,7 @@ def keyed_hash(value: str, secret: bytes) -> str:
     return f"{HASH_PREFIX}{digest[:32]}"
 
 
+@lru_cache(maxsize=65536)
 def truncate_ip(ip: str | None) -> str | None:
     if not ip:
         return None
