@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,18 @@ SKOPS_TRUSTED = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredict
 def configure(layout: DataLayout, *, tracking_uri: str | None = None) -> MlflowClient:
     """Point MLflow at the data directory's SQLite store (or ``tracking_uri``) and ensure the experiment exists."""
     layout.ensure()
-    uri = tracking_uri or layout.mlflow_tracking_uri
+    # FIRSTMILE_MLFLOW_TRACKING_URI (the compose runtime's MLflow server) wins over the data directory's SQLite
+    # store. Not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that variable, so after the first call in a
+    # process it would pin every later data directory to the first one's store.
+    uri = tracking_uri or os.environ.get("FIRSTMILE_MLFLOW_TRACKING_URI") or layout.mlflow_tracking_uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     if client.get_experiment_by_name(EXPERIMENT) is None:
-        client.create_experiment(EXPERIMENT, artifact_location=layout.mlflow_artifacts.resolve().as_uri())
+        # A tracking server manages its own artifact store; the local SQLite store keeps artifacts in the data dir.
+        local = uri == layout.mlflow_tracking_uri
+        client.create_experiment(EXPERIMENT, artifact_location=layout.mlflow_artifacts.resolve().as_uri()
+                                 if local else None)
     mlflow.set_experiment(EXPERIMENT)
     return client
 

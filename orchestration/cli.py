@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -45,6 +46,16 @@ def _mlflow_ui(args: argparse.Namespace) -> int:
     return 0
 
 
+def _up(args: argparse.Namespace) -> int:
+    from orchestration.supervisor import PlatformOptions, run_platform
+
+    data_dir = Path(args.data_dir or os.environ.get("FIRSTMILE_DATA_DIR", "data"))
+    options = PlatformOptions(data_dir=data_dir, host=args.host, workers=args.workers,
+                              collector_port=args.collector_port, dagster_port=args.dagster_port,
+                              mlflow_port=args.mlflow_port, dagster=not args.no_dagster, mlflow=not args.no_mlflow)
+    return run_platform(options, echo=lambda line: print(line, flush=True))
+
+
 def _worker(_: argparse.Namespace) -> int:
     from streaming.worker import main
 
@@ -74,7 +85,7 @@ def _rollback(args: argparse.Namespace) -> int:
     republished = seal({**doc, "policy_version": newest + 1, "parent_version": doc["policy_version"],
                         "description": f"rollback to model version {version} (policy v{doc['policy_version']})"})
     publish_policy(settings.kafka_broker_address, settings.topic(CONTROL_POLICY), republished)
-    (layout.policies / f"policy-v{republished['policy_version']}.json").write_text(str(republished))
+    (layout.policies / f"policy-v{republished['policy_version']}.json").write_text(json.dumps(republished, indent=2))
     print(f"champion → model version {version}; republished as policy v{republished['policy_version']}")
     return 0
 
@@ -88,6 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--users", type=int, default=None)
     demo.add_argument("--keep", action="store_true", help="keep the existing data directory")
     demo.set_defaults(func=_demo)
+    up = sub.add_parser("up", help="start the platform: broker, collector, workers, lake sink, Dagster, MLflow")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--workers", type=int, default=1, help="hot-path workers (<= FIRSTMILE_PARTITIONS)")
+    up.add_argument("--collector-port", type=int, default=8080, help="0: a free port")
+    up.add_argument("--dagster-port", type=int, default=3000, help="0: a free port")
+    up.add_argument("--mlflow-port", type=int, default=5000, help="0: a free port")
+    up.add_argument("--no-dagster", action="store_true", help="do not start the Dagster webserver and daemon")
+    up.add_argument("--no-mlflow", action="store_true", help="do not start the MLflow UI")
+    up.set_defaults(func=_up)
     ui = sub.add_parser("ui", help="Dagster UI on the data directory")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)

@@ -1,10 +1,13 @@
-"""Dagster definitions: ``dagster dev -m orchestration.definitions`` (or ``firstmile ui``)."""
+"""Dagster definitions: ``dagster dev -m orchestration.definitions`` (or ``firstmile ui`` / ``firstmile up``)."""
 
 from __future__ import annotations
 
 import dagster as dg
 
+from orchestration.defs.jobs import latency_impact_job, loop_job
 from orchestration.defs.learning import candidate_policy, mined_bot_rules, propensity_model, published_policy
+from orchestration.defs.reports import latency_impact_report
+from orchestration.defs.sensors import SENSORS, daily_retrain, landing_zone_day, landing_zone_day_job
 from orchestration.defs.streaming import STREAMING_SPECS
 from orchestration.defs.warehouse import build_dbt_assets, dbt_resource
 from orchestration.resources import default_resource
@@ -13,13 +16,11 @@ LEARNING_ASSETS = [propensity_model, mined_bot_rules, candidate_policy, publishe
 
 
 def build_definitions() -> dg.Definitions:
-    warehouse_models = build_dbt_assets()
-    loop_job = dg.define_asset_job("loop", selection=dg.AssetSelection.all() - dg.AssetSelection.assets(
-        *[s.key for s in STREAMING_SPECS]), description="Warehouse build → learning → gated publication")
     return dg.Definitions(
-        assets=[*STREAMING_SPECS, warehouse_models, *LEARNING_ASSETS],
-        jobs=[loop_job],
-        schedules=[dg.ScheduleDefinition(name="daily_retrain", job=loop_job, cron_schedule="0 3 * * *")],
+        assets=[*STREAMING_SPECS, landing_zone_day, build_dbt_assets(), *LEARNING_ASSETS, latency_impact_report],
+        jobs=[loop_job, landing_zone_day_job, latency_impact_job],
+        schedules=[daily_retrain],
+        sensors=SENSORS,
         resources={"dbt": dbt_resource(), "firstmile": default_resource()},
     )
 

@@ -42,6 +42,9 @@ class DemoReport:
     materialized: list[str] = field(default_factory=list)
     swap_seconds: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: the latency-impact report's text summary (orchestration/report.py), and where its HTML is
+    latency_impact: str = ""
+    latency_impact_html: str = ""
 
     def to_text(self) -> str:
         lines = ["", "firstmile demo — report", "=" * 60]
@@ -64,6 +67,9 @@ class DemoReport:
                      f"{s.get('v2_not_v1', 0)}")
         lines.append(f"Dagster materialized {len(self.materialized)} assets; timings (s): "
                      + ", ".join(f"{k} {v:.1f}" for k, v in self.timings.items()))
+        if self.latency_impact:
+            lines.append(self.latency_impact)
+            lines.append(f"full report with plots: {self.latency_impact_html}")
         return "\n".join(lines)
 
 
@@ -109,7 +115,7 @@ def wait_for_lake(lake: Path, expected: int, *, timeout: float = 180.0,
             return seen
         for proc in procs or []:
             if proc.poll() is not None:
-                raise RuntimeError(f"{proc.args} exited with {proc.returncode}; see the logs in the data directory")
+                raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}; see the logs in the data directory")
         time.sleep(1.0)
     raise TimeoutError(f"only {seen} of {expected} events reached the lake within {timeout:.0f}s")
 
@@ -127,11 +133,30 @@ def materialize_loop(data_dir: Path, broker_address: str) -> tuple[bool, list[st
     job = defs.resolve_job_def("loop")
     with DagsterInstance.get() as instance:
         result = job.execute_in_process(instance=instance, raise_on_error=False)
-        materialized = sorted({"/".join(e.asset_key.path) for e in result.get_asset_materialization_events()})
+        materialized = sorted({e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
+                               if e.asset_key is not None})
         published = {}
         if result.success and "published_policy" in materialized:
             published = result.output_for_node("published_policy")
     return result.success, materialized, published
+
+
+def materialize_latency_report(data_dir: Path) -> tuple[str, str]:
+    """Materialize ``latency_impact_report`` in-process on the data directory's instance (the UI shows it with its
+    metadata); return its text summary and the HTML path."""
+    from dagster import DagsterInstance
+
+    from orchestration.definitions import build_definitions
+
+    os.environ["DAGSTER_HOME"] = str(data_dir / "dagster")
+    os.environ["FIRSTMILE_DATA_DIR"] = str(data_dir)
+    job = build_definitions().resolve_job_def("latency_impact")
+    with DagsterInstance.get() as instance:
+        result = job.execute_in_process(instance=instance)
+    event = result.get_asset_materialization_events()[0]
+    metadata = event.materialization.metadata
+    summary = str(metadata["summary"].value).strip().strip("`").strip()
+    return "\n" + summary, str(metadata["path"].value)
 
 
 def build_report(data_dir: Path, truth: Path, report: DemoReport, day_dates: dict[int, str]) -> None:
@@ -153,8 +178,8 @@ def build_report(data_dir: Path, truth: Path, report: DemoReport, day_dates: dic
         if stream in streams:
             policy_rows += con.execute(f"select cast(event_date as varchar), policy_version, raw_partition, "
                                        f"raw_offset from {streams[stream]}").fetchall()
-    by = {}
-    for day, version, part, off in set(policy_rows):
+    by: dict[tuple[Any, Any], int] = {}
+    for day, version, _part, _off in set(policy_rows):
         by[(day, version)] = by.get((day, version), 0) + 1
     report.per_day_policy = sorted((d, v, n) for (d, v), n in by.items())
 
@@ -166,7 +191,7 @@ def build_report(data_dir: Path, truth: Path, report: DemoReport, day_dates: dic
         con.execute(f"create view truth as select * from read_parquet('{truth}')")
         all_streams = " union all by name ".join(
             f"select event_id, policy_version, {('true' if s == 'quarantine' else 'false')} as quarantined"
-            + (", " + v1.replace('"', '"') + " as v1_catches" if s in ('quarantine', 'events') else ", false as v1_catches")
+            + (f", {v1} as v1_catches" if s in ("quarantine", "events") else ", false as v1_catches")
             + f" from {streams[s]}" for s in ("events", "quarantine", "suppressed") if s in streams)
         row = con.execute(f"""
             with decided as ({all_streams}),
@@ -254,6 +279,9 @@ def run_demo(*, data_dir: Path, scenario: str = "default", users: int | None = N
         for proc in procs:
             _stop(proc)
         broker.stop()
+    t2 = time.monotonic()
+    report.latency_impact, report.latency_impact_html = materialize_latency_report(data_dir)
+    report.timings["latency_report"] = time.monotonic() - t2
     (layout.reports / "demo.json").write_text(json.dumps(report.__dict__, default=str, indent=2))
     if echo:
         print(report.to_text(), flush=True)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+
+import dagster as dg
 
 from warehouse.layout import DataLayout
 
@@ -21,9 +24,36 @@ def environment() -> str:
     return value
 
 
-def dbt_env(layout: DataLayout) -> dict[str, str]:
-    """Environment variables dbt reads (profiles.yml and dbt_project.yml)."""
-    return {"FIRSTMILE_DUCKDB_PATH": str(layout.duckdb_path), "FIRSTMILE_LAKE_DIR": str(layout.lake)}
+def env_or_default(name: str, default: str) -> str | dg.EnvVar:
+    """``dg.EnvVar(name)`` when ``name`` is set (resolved when a run starts, shown as env-sourced in the UI), else
+    ``default``. ``dg.EnvVar`` has no default and fails the run when its variable is unset; this is called when the
+    definitions are built (never at import), in the same environment the runs get.
+    """
+    return dg.EnvVar(name) if os.environ.get(name) else default
+
+
+def lake_uri(layout: DataLayout, environ: Mapping[str, str] | None = None) -> str:
+    """Where dbt reads the landing zone: ``FIRSTMILE_LAKE_URI`` when set (e.g. ``s3://firstmile-lake/lake``, read by
+    DuckDB through httpfs in the production shape), else the data directory's local lake."""
+    env = os.environ if environ is None else environ
+    uri = env.get("FIRSTMILE_LAKE_URI", "").strip()
+    return uri.rstrip("/") if uri else str(layout.lake)
+
+
+#: S3 settings passed through to dbt when the lake is on S3 (profiles.yml configures httpfs from them).
+S3_ENV = ("FIRSTMILE_S3_ENDPOINT", "FIRSTMILE_S3_REGION", "FIRSTMILE_S3_URL_STYLE", "FIRSTMILE_S3_USE_SSL",
+          "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
+
+
+def dbt_env(layout: DataLayout, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment variables dbt reads (profiles.yml and dbt_project.yml): the DuckDB file and the lake
+    (``FIRSTMILE_LAKE_URI`` when set, see :func:`lake_uri`), plus the S3 settings when the lake is remote."""
+    env = os.environ if environ is None else environ
+    lake = lake_uri(layout, env)
+    out = {"FIRSTMILE_DUCKDB_PATH": str(layout.duckdb_path), "FIRSTMILE_LAKE_DIR": lake}
+    if "://" in lake:
+        out.update({k: env[k] for k in S3_ENV if env.get(k)})
+    return out
 
 
 def dbt_executable() -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 
 from streaming.settings import StreamingSettings
@@ -18,18 +20,24 @@ class FirstmileResource(dg.ConfigurableResource):  # type: ignore[misc]
 
     @property
     def layout(self) -> DataLayout:
-        from pathlib import Path
-
         return DataLayout(Path(self.data_dir).resolve()).ensure()
 
     def streaming_settings(self) -> StreamingSettings:
         address = "" if self.kafka_broker_address in ("", "unset") else self.kafka_broker_address
-        return StreamingSettings(data_dir=self.data_dir, topic_prefix=self.topic_prefix,
+        return StreamingSettings(data_dir=Path(self.data_dir), topic_prefix=self.topic_prefix,
                                  KAFKA_BROKER_ADDRESS=address)  # type: ignore[call-arg]
 
 
 def default_resource() -> FirstmileResource:
+    """The platform resource, each field from its environment variable when that is set, else the default.
+
+    ``dg.EnvVar`` raises when its variable is unset, and ``FIRSTMILE_TOPIC_PREFIX`` / ``KAFKA_BROKER_ADDRESS`` are
+    legitimately unset in the embedded default: see :func:`orchestration.environment.env_or_default`.
+    """
+    from orchestration.environment import env_or_default
+
     return FirstmileResource(
-        data_dir=dg.EnvVar("FIRSTMILE_DATA_DIR"),
-        kafka_broker_address=dg.EnvVar("KAFKA_BROKER_ADDRESS"),
+        data_dir=env_or_default("FIRSTMILE_DATA_DIR", "data"),
+        kafka_broker_address=env_or_default("KAFKA_BROKER_ADDRESS", "unset"),
+        topic_prefix=env_or_default("FIRSTMILE_TOPIC_PREFIX", ""),
     )

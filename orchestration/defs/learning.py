@@ -35,6 +35,14 @@ def mined_bot_rules(firstmile: FirstmileResource) -> dg.Output[list[dict[str, An
         [{"id": r["id"], "when": r["when"], "evidence": r["evidence"]} for r in rules][:10])})
 
 
+class GateThresholds(dg.Config):  # type: ignore[misc]
+    """The gate's thresholds, as run config (the launchpad shows them); defaults are ``ml.candidate.GateConfig``'s."""
+
+    latency_budget_us: float = 50.0
+    max_auc_gap: float = 0.02
+    max_extra_human_fp_rate: float = 0.001
+
+
 @dg.asset(
     group_name="learning", kinds={"duckdb", "mlflow"}, owners=[OWNER],
     check_specs=[
@@ -46,14 +54,17 @@ def mined_bot_rules(firstmile: FirstmileResource) -> dg.Output[list[dict[str, An
                           description="Student AUC within 0.02 of the teacher's."),
     ],
 )
-def candidate_policy(firstmile: FirstmileResource, propensity_model: dict[str, Any],
+def candidate_policy(config: GateThresholds, firstmile: FirstmileResource, propensity_model: dict[str, Any],
                      mined_bot_rules: list[dict[str, Any]]) -> Iterator[Any]:
     """Champion + student + mined rules, replayed over the lake in DuckDB against the champion."""
+    from ml.candidate import GateConfig
     from ml.loop import build_and_backtest, current_champion
 
     layout = firstmile.layout
+    gate_config = GateConfig(latency_budget_us=config.latency_budget_us, max_auc_gap=config.max_auc_gap,
+                             max_extra_human_fp_rate=config.max_extra_human_fp_rate)
     outcome = build_and_backtest(layout, champion=current_champion(layout), training=propensity_model,
-                                 mined=mined_bot_rules)
+                                 mined=mined_bot_rules, gate_config=gate_config)
     bt, gate = outcome["backtest"], outcome["gate"]
     checks = gate["checks"]
     yield dg.Output(outcome, metadata={
@@ -88,8 +99,13 @@ def published_policy(firstmile: FirstmileResource, propensity_model: dict[str, A
         raise dg.Failure("KAFKA_BROKER_ADDRESS is not set: the publish step needs the platform's broker "
                          "(start it with `firstmile up`)")
     candidate = candidate_policy["candidate"]
-    registered = register_and_promote(firstmile.layout, candidate=candidate, training=propensity_model,
-                                      gate=candidate_policy["gate"])
+    gate = candidate_policy["gate"]
+    if not gate["passed"]:
+        # Belt and braces: the blocking checks mirror the gate, but a gate check no asset check maps must not
+        # let a rejected candidate through either.
+        raise dg.Failure(f"candidate policy v{candidate['policy_version']} did not pass the gate: "
+                         + "; ".join(gate["reasons"]))
+    registered = register_and_promote(firstmile.layout, candidate=candidate, training=propensity_model, gate=gate)
     version = publish_policy(settings.kafka_broker_address, settings.topic(CONTROL_POLICY), candidate)
     return dg.Output({**registered, "published_version": version, "policy": candidate},
                      metadata={"policy_version": version, "model_version": registered["model_version"],

@@ -239,7 +239,8 @@ def test_streaming_services_use_the_settings_names_of_streaming_settings(compose
     from streaming.collector.config import CollectorSettings
 
     known = {"KAFKA_BROKER_ADDRESS"} | {f"FIRSTMILE_{f.upper()}" for f in CollectorSettings.model_fields}
-    platform_only = {"FIRSTMILE_DUCKDB_PATH", "FIRSTMILE_LAKE_DIR", "FIRSTMILE_LAKE_URI", "FIRSTMILE_ENV"}
+    platform_only = {"FIRSTMILE_DUCKDB_PATH", "FIRSTMILE_LAKE_DIR", "FIRSTMILE_LAKE_URI", "FIRSTMILE_ENV",
+                     "FIRSTMILE_MLFLOW_TRACKING_URI"}
     unknown = set()
     for name, service in _firstmile_services(compose).items():
         for key in service.get("environment") or {}:

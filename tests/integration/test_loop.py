@@ -4,17 +4,15 @@ independently of the demo's own report."""
 import duckdb
 import pytest
 
-from orchestration.demo import lake_accounted, run_demo
+from orchestration.demo import lake_accounted
 from warehouse.lake import stream_glob
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("demo")
-    report = run_demo(data_dir=data_dir, users=60, echo=False)
-    return data_dir, report
+def demo(demo_data):
+    return demo_data
 
 
 def _read(data_dir, stream):
@@ -84,3 +82,15 @@ def test_dagster_materialized_every_asset_of_the_loop(demo):
         missing = [k for k in job_keys if instance.get_latest_materialization_event(AssetKey(k.path)) is None]
     assert len(job_keys) > 20
     assert missing == []
+
+
+def test_session_features_agree_between_the_stream_and_the_warehouse(demo):
+    """One definition, two engines: every event's stamped features equal dbt's recomputation."""
+    data_dir, _ = demo
+    con = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
+    compared, mismatched = con.execute(
+        "select count(*), count(*) filter (where not is_match) from feature_parity").fetchone()
+    examples = con.execute("select event_id, mismatched_features from feature_parity where not is_match "
+                           "limit 5").fetchall()
+    assert compared > 1000
+    assert mismatched == 0, examples

@@ -30,3 +30,14 @@ def test_publication_is_gated_by_blocking_checks():
     blocking = {spec.name for spec in candidate_policy.check_specs if spec.blocking}
     assert blocking == {"backtest_gate", "student_latency_budget", "student_fidelity"}
     assert dg.AssetKey("candidate_policy") in published_policy.asset_deps[dg.AssetKey("published_policy")]
+
+
+def test_sensors_schedule_and_jobs_are_registered_and_the_loop_excludes_partitioned_and_report_assets():
+    defs = build_definitions()
+    assert {s.name for s in defs.sensors} == {"landing_zone_sensor", "quarantine_rate_sensor"}
+    assert [s.name for s in defs.schedules] == ["daily_retrain"]
+    loop_keys = {k.to_user_string() for k in defs.resolve_job_def("loop").asset_layer.executable_asset_keys}
+    assert {"published_policy", "candidate_policy", "training_events"} <= loop_keys
+    assert not {"landing_zone_day", "latency_impact_report", "landing_zone", "events_raw"} & loop_keys
+    report = defs.resolve_assets_def("latency_impact_report")
+    assert report.group_names_by_key[dg.AssetKey("latency_impact_report")] == "reports"

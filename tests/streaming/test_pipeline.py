@@ -9,7 +9,7 @@ import pytest
 from streaming import settings as topics
 from streaming.contract import from_segment
 from streaming.pipeline import DictState, Origin, decide_device, decide_profile
-from streaming.policy import compile_policy, bootstrap_policy
+from streaming.policy import bootstrap_policy, compile_policy
 
 SECRET = b"test-secret-123"
 CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "

@@ -20,7 +20,8 @@ from streaming.settings import StreamingSettings
 
 pytestmark = pytest.mark.integration
 
-CHROME = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
+CHROME = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
+          "Chrome/124.0 Safari/537.36")
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 OUTPUTS = (*topics.DESTINATIONS, topics.QUARANTINE, topics.DLQ, topics.SUPPRESSED)
 

@@ -1,0 +1,353 @@
+"""``firstmile up``: the whole platform on one machine, started in order and stopped cleanly.
+
+Order: broker (embedded Tansu unless ``KAFKA_BROKER_ADDRESS`` is set) → topics → bootstrap policy (only when
+``control.policy`` is empty) → collector, worker(s), lake sink → Dagster (``dagster dev``: webserver + daemon) →
+MLflow UI. Every child runs in its own process group (``start_new_session=True``) and is stopped by signalling the
+group: ``dagster dev`` started with a plain ``&`` ignores SIGTERM and leaves its webserver and daemon children
+behind (STACK-FACTS.md), and ``mlflow server`` forks uvicorn workers the same way.
+
+Stop order is the reverse of start order, so the lake sink flushes what the workers produced before the broker
+goes away. The embedded broker keeps everything in memory: the lake and the DuckDB file are the durable record.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streaming.broker import EmbeddedBroker, create_topics
+from streaming.settings import StreamingSettings
+
+logger = logging.getLogger(__name__)
+
+#: How long a process group gets between SIGTERM and SIGKILL.
+STOP_GRACE_S = 15.0
+
+
+class PlatformError(RuntimeError):
+    """A component did not start, or died while the platform was running."""
+
+
+@dataclass(frozen=True)
+class PlatformOptions:
+    """What ``firstmile up`` starts, and where. Ports 0 pick a free port."""
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+    workers: int = 1
+    collector_port: int = 8080
+    dagster_port: int = 3000
+    mlflow_port: int = 5000
+    dagster: bool = True
+    mlflow: bool = True
+    #: ``dagster dev`` is ready after 20-25 s here (STACK-FACTS.md); a cold import can take longer.
+    ready_timeout_s: float = 120.0
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    url: str | None = None
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+@dataclass
+class Platform:
+    """Running components, in start order. :meth:`stop` is idempotent."""
+
+    options: PlatformOptions
+    broker_address: str = ""
+    write_key: str = ""
+    embedded: EmbeddedBroker | None = None
+    children: list[Child] = field(default_factory=list)
+    _stopped: bool = False
+
+    def addresses(self) -> dict[str, str]:
+        out = {"broker": self.broker_address}
+        out.update({c.name: c.url for c in self.children if c.url})
+        return out
+
+    def pids(self) -> list[int]:
+        pids = [c.process.pid for c in self.children]
+        if self.embedded is not None:
+            pids.append(self.embedded.process.pid)
+        return pids
+
+    def dead(self) -> list[Child]:
+        return [c for c in self.children if not c.alive()]
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        for child in reversed(self.children):
+            stop_group(child.process, name=child.name)
+        if self.embedded is not None:
+            self.embedded.stop()
+
+
+def stop_group(process: subprocess.Popen[bytes], *, name: str, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM the child's process group, wait, then SIGKILL the group. The child leads its own group."""
+    try:
+        pgid = os.getpgid(process.pid)
+    except ProcessLookupError:
+        pgid = None
+    if pgid is not None and pgid == process.pid:
+        for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            if _group_gone(pgid, process, wait):
+                break
+    elif process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    try:
+        process.wait(5.0)
+    except subprocess.TimeoutExpired:
+        logger.error("%s (pid %d) did not exit", name, process.pid)
+    logger.info("%s stopped (exit %s)", name, process.returncode)
+
+
+def _group_gone(pgid: int, leader: subprocess.Popen[bytes], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        leader.poll()  # reap the leader, or the group keeps a zombie member
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        time.sleep(0.1)
+    return False
+
+
+def dev_write_key(environ: dict[str, str]) -> tuple[str, str]:
+    """The write keys the collector gets, and the one to print.
+
+    ``FIRSTMILE_WRITE_KEYS`` when set (its first key is printed); otherwise a key generated for this run only,
+    for source ``dev``.
+    """
+    spec = environ.get("FIRSTMILE_WRITE_KEYS", "").strip()
+    if spec:
+        return spec, spec.replace("\n", ",").split(",")[0].split(":")[0].strip()
+    key = "dev-" + secrets.token_hex(8)
+    return f"{key}:dev", key
+
+
+def http_ok(url: str, *, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback URLs we built
+            return 200 <= response.status < 400
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def wait_until(check: Callable[[], bool], *, what: str, timeout: float, watch: Child | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if watch is not None and not watch.alive():
+            raise PlatformError(f"{watch.name} exited with {watch.process.returncode} before it was ready; "
+                                f"see {watch.log}")
+        time.sleep(0.25)
+    raise PlatformError(f"{what} was not ready within {timeout:.0f}s" + (f"; see {watch.log}" if watch else ""))
+
+
+def _spawn(name: str, argv: list[str], env: dict[str, str], logs: Path, *, url: str | None = None) -> Child:
+    log = logs / f"{name}.log"
+    out = log.open("ab")
+    try:
+        process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+    finally:
+        out.close()  # the child holds its own descriptor
+    logger.info("started %s (pid %d)", name, process.pid)
+    return Child(name=name, process=process, log=log, url=url)
+
+
+def _port(value: int) -> int:
+    from streaming.broker import free_port
+
+    return value or free_port()
+
+
+def ensure_bootstrap_policy(address: str, settings: StreamingSettings) -> int | None:
+    """Publish policy v1 if ``control.policy`` holds nothing; return the version published, else None.
+
+    Counted by consuming to the end (Tansu's watermarks under-report, STACK-FACTS.md), never by watermark.
+    """
+    from streaming.control import PolicyReader, publish_policy
+    from streaming.policy import PolicyHolder, bootstrap_policy
+    from streaming.settings import CONTROL_POLICY
+
+    topic = settings.topic(CONTROL_POLICY)
+    reader = PolicyReader(address, topic, PolicyHolder())
+    reader.start()
+    try:
+        reader.wait_caught_up()
+    finally:
+        reader.stop()
+        reader.join(5)
+    if reader.seen:
+        return None
+    return publish_policy(address, topic, bootstrap_policy())
+
+
+def start_platform(options: PlatformOptions, *, environ: dict[str, str] | None = None,
+                   echo: Callable[[str], None] = print) -> Platform:
+    """Start every component and wait until each answers. On any failure, stop what was started and raise."""
+    from warehouse.layout import DataLayout
+
+    base_env = dict(os.environ if environ is None else environ)
+    data_dir = options.data_dir.resolve()
+    layout = DataLayout(data_dir).ensure()
+    logs = data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    settings = StreamingSettings(data_dir=data_dir, KAFKA_BROKER_ADDRESS=base_env.get("KAFKA_BROKER_ADDRESS", ""),
+                                 topic_prefix=base_env.get("FIRSTMILE_TOPIC_PREFIX", ""))  # type: ignore[call-arg]
+    platform = Platform(options=options)
+    try:
+        if settings.embedded:
+            platform.embedded = EmbeddedBroker.start(log_path=logs / "broker.log")
+            platform.broker_address = platform.embedded.address
+        else:
+            platform.broker_address = settings.kafka_broker_address
+        create_topics(platform.broker_address, settings)
+        published = ensure_bootstrap_policy(platform.broker_address, settings)
+        if published is not None:
+            echo(f"published bootstrap policy v{published} to {settings.topic('control.policy')}")
+
+        keys, platform.write_key = dev_write_key(base_env)
+        env = {**base_env, "KAFKA_BROKER_ADDRESS": platform.broker_address, "FIRSTMILE_DATA_DIR": str(data_dir),
+               "FIRSTMILE_WRITE_KEYS": keys, "DAGSTER_HOME": str(layout.dagster_home),
+               "PYTHONUNBUFFERED": "1"}
+        py = sys.executable
+        bin_dir = Path(py).parent
+
+        collector_port = _port(options.collector_port)
+        collector = _spawn("collector", [py, "-m", "streaming.collector"],
+                           {**env, "FIRSTMILE_COLLECTOR_HOST": options.host,
+                            "FIRSTMILE_COLLECTOR_PORT": str(collector_port)}, logs,
+                           url=f"http://{options.host}:{collector_port}")
+        platform.children.append(collector)
+        for i in range(options.workers):
+            platform.children.append(_spawn(f"worker-{i + 1}", [py, "-m", "streaming.worker"], env, logs))
+        platform.children.append(_spawn("lake-sink", [py, "-m", "streaming.lake_sink"], env, logs))
+
+        dagster = mlflow = None
+        if options.dagster:
+            from orchestration.environment import ensure_dbt_manifest
+
+            ensure_dbt_manifest()
+            port = _port(options.dagster_port)
+            dagster = _spawn("dagster", [str(bin_dir / "dagster"), "dev", "-m", "orchestration.definitions",
+                                         "-h", options.host, "-p", str(port)], env, logs,
+                             url=f"http://{options.host}:{port}")
+            platform.children.append(dagster)
+        if options.mlflow:
+            port = _port(options.mlflow_port)
+            mlflow = _spawn("mlflow", [str(bin_dir / "mlflow"), "server", "--workers", "1", "--host", options.host,
+                                       "--port", str(port), "--backend-store-uri", layout.mlflow_tracking_uri,
+                                       "--default-artifact-root", layout.mlflow_artifacts.as_uri()],
+                            {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, logs,
+                            url=f"http://{options.host}:{port}")
+            platform.children.append(mlflow)
+
+        wait_until(lambda: http_ok(f"{collector.url}/healthz"), what="collector", timeout=options.ready_timeout_s,
+                   watch=collector)
+        if mlflow is not None:
+            wait_until(lambda: http_ok(f"{mlflow.url}/health"), what="MLflow", timeout=options.ready_timeout_s,
+                       watch=mlflow)
+        if dagster is not None:
+            wait_until(lambda: http_ok(f"{dagster.url}/server_info"), what="Dagster",
+                       timeout=options.ready_timeout_s, watch=dagster)
+        dead = platform.dead()
+        if dead:
+            raise PlatformError(f"{dead[0].name} exited with {dead[0].process.returncode}; see {dead[0].log}")
+    except BaseException:
+        platform.stop()
+        raise
+    return platform
+
+
+def format_addresses(platform: Platform) -> str:
+    addresses = platform.addresses()
+    lines = ["firstmile is up:"]
+    labels = {"broker": "Kafka broker", "collector": "collector (Segment HTTP API)", "dagster": "Dagster UI",
+              "mlflow": "MLflow UI"}
+    for name, label in labels.items():
+        if name in addresses:
+            lines.append(f"  {label:<30} {addresses[name]}")
+    workers = [c.name for c in platform.children if c.name.startswith("worker-")]
+    lines.append(f"  {'hot-path workers':<30} {len(workers)} (+ lake sink → {platform.options.data_dir.resolve()}"
+                 "/lake)")
+    lines.append(f"  {'dev write key':<30} {platform.write_key}")
+    if "collector" in addresses:
+        lines.append(f"  try: curl -u {platform.write_key}: -H 'content-type: application/json' "
+                     f"-d '{{\"type\":\"track\",\"event\":\"Hello\",\"anonymousId\":\"a1\",\"messageId\":\"m1\"}}' "
+                     f"{addresses['collector']}/v1/track")
+    lines.append("Ctrl-C stops everything.")
+    return "\n".join(lines)
+
+
+def run_platform(options: PlatformOptions, *, echo: Callable[[str], None] = print) -> int:
+    """Start, print the addresses, wait for Ctrl-C/SIGTERM (or a component dying), stop everything.
+
+    Returns 0 on a requested stop, 1 when a component died.
+    """
+    stop = threading.Event()
+    received: list[int] = []
+    started = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signum)
+        stop.set()
+        if not started.is_set():
+            # still starting: unwind start_platform, which stops what it already started
+            raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    platform: Platform | None = None
+    try:
+        try:
+            platform = start_platform(options, echo=echo)
+        except KeyboardInterrupt:
+            echo("interrupted while starting; stopped what had started.")
+            return 0
+        started.set()
+        echo(format_addresses(platform))
+        while not stop.wait(1.0):
+            dead = platform.dead()
+            if dead:
+                echo(f"{dead[0].name} exited with {dead[0].process.returncode} (see {dead[0].log}); stopping")
+                return 1
+        echo(f"received {signal.Signals(received[0]).name}: stopping…")
+        return 0
+    finally:
+        if platform is not None:
+            platform.stop()
+            echo("firstmile stopped.")
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
