@@ -80,13 +80,15 @@ def _plots(y: np.ndarray, p_teacher: np.ndarray, p_student: np.ndarray, out: Pat
     return paths
 
 
-def _log_model(model: Any, name: str, example: np.ndarray) -> None:
+def _log_model(model: Any, name: str, example: np.ndarray) -> str:
+    """Log the model; return its URI (MLflow 3 keeps logged models apart from run artifacts)."""
     # pip_requirements given explicitly: inferring them costs 8-11 s per model (STACK-FACTS.md).
     # MLflow 3.17 saves sklearn models with skops and refuses types it has not been told to trust; we made
     # this model ourselves a second ago.
-    mlflow.sklearn.log_model(model, name=name, pip_requirements=registry.PIP_REQUIREMENTS,
-                             skops_trusted_types=registry.SKOPS_TRUSTED,
-                             input_example=example[:2] if len(example) else None)
+    info = mlflow.sklearn.log_model(model, name=name, pip_requirements=registry.PIP_REQUIREMENTS,
+                                    skops_trusted_types=registry.SKOPS_TRUSTED,
+                                    input_example=example[:2] if len(example) else None)
+    return str(info.model_uri)
 
 
 def _log_files(files: dict[str, Any], artifact_path: str, tmp: Path) -> None:
@@ -190,9 +192,10 @@ def train_propensity_run(layout: DataLayout, *, bot_head: bool = True,
                     "description.md": description}, "student", tmp_path)
         for plot in _plots(y_test, p_teacher, p_student, tmp_path):
             mlflow.log_artifact(str(plot), "plots")
-        _log_model(result.teacher, "teacher", x_test)
+        model_uri = _log_model(result.teacher, "teacher", x_test)
         run_id = run.info.run_id
-    out: dict[str, Any] = {"run_id": run_id, "metrics": result.metrics, "student": result.student_doc,
+    out: dict[str, Any] = {"run_id": run_id, "model_uri": model_uri, "metrics": result.metrics,
+                           "student": result.student_doc,
                            "sales_threshold": threshold, "rows": frame.height, "data_version": version,
                            "description": description}
     if bot_head:
@@ -272,7 +275,8 @@ def register_and_promote(layout: DataLayout, *, candidate: dict[str, Any], train
     description = "\n".join(d for d in (training.get("description"), bot.get("description")) if d)
     version = registry.register_candidate(client, training["run_id"], candidate,
                                           status="passed_gate" if gate["passed"] else "rejected_by_gate",
-                                          teacher_run=training["run_id"], description=description, extra_tags=extra)
+                                          teacher_run=training["run_id"], description=description, extra_tags=extra,
+                                          model_uri=training.get("model_uri"))
     layout.policies.mkdir(parents=True, exist_ok=True)
     (layout.policies / f"policy-v{candidate['policy_version']}.json").write_text(json.dumps(candidate, indent=2))
     previous = registry.promote(client, version.version) if gate["passed"] else None

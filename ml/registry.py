@@ -82,12 +82,13 @@ MODEL_DESCRIPTION = (
 
 
 def register_candidate(client: MlflowClient, run_id: str, policy_doc: dict[str, Any], *, status: str,
-                       teacher_run: str, description: str = "", extra_tags: dict[str, str] | None = None) -> Any:
+                       teacher_run: str, description: str = "", extra_tags: dict[str, str] | None = None,
+                       model_uri: str | None = None) -> Any:
     """Register the run's model as a new version, tagged with its policy and status.
 
     The policy document must already be logged to the run at :func:`policy_artifact_path`.
     """
-    version = mlflow.register_model(f"runs:/{run_id}/teacher", MODEL_NAME)
+    version = mlflow.register_model(model_uri or f"runs:/{run_id}/teacher", MODEL_NAME)
     client.update_registered_model(MODEL_NAME, description=MODEL_DESCRIPTION)
     text = policy_doc.get("description", "") + ("\n\n" + description if description else "")
     client.update_model_version(MODEL_NAME, version.version, description=text[:5000])

@@ -7,6 +7,7 @@ for the Dagster and MLflow UIs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,7 +62,7 @@ class DemoReport:
             lines.append(f"{str(day):<12}{'v' + str(version):<22}{n:>14}")
         lines.append("")
         lines.append(f"policy v{self.published_version} published (gate passed: {self.gate.get('passed')}); "
-                     f"picked up by the hot path in {self.swap_seconds or 0:.2f} s")
+                     f"its broadcast reached a policy reader in {self.swap_seconds or 0:.2f} s")
         s = self.stealth_day2
         lines.append(f"day-2 stealth bots: {s.get('events', 0)} events; quarantined by v2: {s.get('caught_v2', 0)}; "
                      f"v1 would have caught: {s.get('caught_v1', 0)}; caught by v2 that v1 missed: "
@@ -120,6 +122,30 @@ def wait_for_lake(lake: Path, expected: int, *, timeout: float = 180.0,
     raise TimeoutError(f"only {seen} of {expected} events reached the lake within {timeout:.0f}s")
 
 
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@contextlib.contextmanager
+def output_to(log: Path) -> Iterator[None]:
+    """Send this process's stdout/stderr (and its children's: dbt) to ``log`` for the block: the terminal gets the
+    report, the log file and the Dagster UI get the runs' details."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with log.open("ab") as fh:
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
 def materialize_loop(data_dir: Path, broker_address: str) -> tuple[bool, list[str], dict[str, Any]]:
     """Run the Dagster ``loop`` job in-process on the instance under the data directory (the UI shows the runs)."""
     from dagster import DagsterInstance
@@ -132,7 +158,8 @@ def materialize_loop(data_dir: Path, broker_address: str) -> tuple[bool, list[st
     defs = build_definitions()
     job = defs.resolve_job_def("loop")
     with DagsterInstance.get() as instance:
-        result = job.execute_in_process(instance=instance, raise_on_error=False)
+        # Dagster's console logger at WARNING: the runs' full logs are in the UI, the terminal gets the report.
+        result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET)
         materialized = sorted({e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
                                if e.asset_key is not None})
         published = {}
@@ -152,7 +179,7 @@ def materialize_latency_report(data_dir: Path) -> tuple[str, str]:
     os.environ["FIRSTMILE_DATA_DIR"] = str(data_dir)
     job = build_definitions().resolve_job_def("latency_impact")
     with DagsterInstance.get() as instance:
-        result = job.execute_in_process(instance=instance)
+        result = job.execute_in_process(instance=instance, run_config=QUIET)
     event = result.get_asset_materialization_events()[0]
     metadata = event.materialization.metadata
     summary = str(metadata["summary"].value).strip().strip("`").strip()
@@ -260,12 +287,13 @@ def run_demo(*, data_dir: Path, scenario: str = "default", users: int | None = N
                 if echo:
                     print("materializing the loop in Dagster (dbt → teacher/student → rules → backtest → gate → "
                           "publish)…", flush=True)
-                ok, materialized, published = materialize_loop(data_dir, broker.address)
+                with output_to(logs / "dagster.log"):
+                    ok, materialized, published = materialize_loop(data_dir, broker.address)
                 report.materialized = materialized
                 report.timings["dagster_loop"] = time.monotonic() - t1
                 if not ok or not published:
-                    raise RuntimeError("the Dagster loop did not publish a policy; see the run in the Dagster UI "
-                                       f"(DAGSTER_HOME={data_dir / 'dagster'})")
+                    raise RuntimeError(f"the Dagster loop did not publish a policy; see {logs / 'dagster.log'} and "
+                                       f"the run in the Dagster UI (DAGSTER_HOME={data_dir / 'dagster'})")
                 report.published_version = int(published["published_version"])
                 report.gate = {"passed": True}
                 report.swap_seconds = wait_for_version(holder, report.published_version)
@@ -280,7 +308,8 @@ def run_demo(*, data_dir: Path, scenario: str = "default", users: int | None = N
             _stop(proc)
         broker.stop()
     t2 = time.monotonic()
-    report.latency_impact, report.latency_impact_html = materialize_latency_report(data_dir)
+    with output_to(data_dir / "logs" / "dagster.log"):
+        report.latency_impact, report.latency_impact_html = materialize_latency_report(data_dir)
     report.timings["latency_report"] = time.monotonic() - t2
     (layout.reports / "demo.json").write_text(json.dumps(report.__dict__, default=str, indent=2))
     if echo:

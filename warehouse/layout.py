@@ -69,6 +69,6 @@ class DataLayout:
             path.mkdir(parents=True, exist_ok=True)
         dagster_yaml = self.dagster_home / "dagster.yaml"
         if not dagster_yaml.exists():
-            # An empty instance file silences Dagster's missing-instance warning (STACK-FACTS.md).
-            dagster_yaml.write_text("")
+            # An instance file silences Dagster's missing-instance warning (STACK-FACTS.md); no telemetry.
+            dagster_yaml.write_text("telemetry:\n  enabled: false\n")
         return self
