@@ -36,6 +36,9 @@ bench-collector: $(STAMP)
 bench-hotpath: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_hotpath.py
 
+bench-warehouse: $(STAMP)
+	$(BIN)/python tests/benchmarks/bench_warehouse.py $(BENCH_ARGS)
+
 bench-student: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_student.py --data-dir $${FIRSTMILE_DATA_DIR:-data}
 

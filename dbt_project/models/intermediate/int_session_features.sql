@@ -1,3 +1,13 @@
+{{ config(
+    materialized='incremental',
+    unique_key='event_id',
+    incremental_strategy='delete+insert',
+    on_schema_change='fail',
+    pre_hook="{{ erasure_reset() }}",
+    post_hook=["{{ session_features_drop_moved() }}",
+               "{{ lake_mark_consumed('int_session_features', after='stg_decided') }}",
+               "{{ erasure_remember() }}"]
+) }}
 -- Session-so-far features at every decided event, recomputed over history: the SQL twin of
 -- streaming/sessions.py (one definition, two engines; keep them in step). Per device, in arrival order
 -- (raw_partition, raw_offset of events.raw):
@@ -6,14 +16,100 @@
 --   * interval = greatest(0, t - previous running max), 0 at a session start;
 --   * session_id = device_id || ':' || epoch ms of the session's first event.
 -- f_<feature> are the warehouse's values; hot_f_<feature> / hot_session_id what the hot path stamped.
+-- Incremental by device: the features are a function of a device's arrival-ordered history. A run touches only
+-- the devices with a row in the lake files stg_decided merged since this model's last run (new events, late
+-- events of old days, duplicates, sessions across midnight). A device whose new rows all come after its kept
+-- rows in arrival order is recomputed from its last session's first event on; a device with a re-delivered or
+-- out-of-order event is recomputed whole. Rows are replaced by event_id (delete+insert); the definition (the
+-- CTEs from `renamed` on) is the full build's. When the erased identifiers change, everything is rebuilt.
+-- depends_on: {{ ref('stg_lake_files') }} {{ ref('stg_decided') }}
 {%- set gap = var('session_gap_s') %}
+{%- set incremental = is_incremental() and not erasure_changed() %}
 with
 
-decided as (
-    select * from {{ ref('stg_events') }}
-    union all by name
-    select * from {{ ref('stg_suppressed') }}
+{%- if incremental %}
+{%- set files = lake_pending_files('int_session_features', after='stg_decided') %}
+
+touched as (
+    -- rows of the files stg_decided merged since this model's last run (winners or not)
+    select event_id, device_id from ({{ lake_decided_rows(files=files) }})
 ),
+
+rewritten_devices as (
+    -- devices already holding an event id delivered again: the kept row may change or move, recompute them whole
+    select distinct device_id from {{ this }} where event_id in (select event_id from touched)
+),
+
+affected_devices as (
+    select device_id from touched where device_id is not null
+    union
+    select device_id from rewritten_devices
+),
+
+candidates as (
+    select * from (
+        select * from {{ ref('stg_events') }}
+        union all by name
+        select * from {{ ref('stg_suppressed') }}
+    )
+    where device_id in (select device_id from affected_devices)
+),
+
+kept as (
+    select event_id, device_id, device_seq, device_session_number, is_session_start from {{ this }}
+    where device_id in (select device_id from affected_devices)
+),
+
+last_kept as (
+    select last.device_id, decided.raw_partition, decided.raw_offset
+    from (select device_id, arg_max(event_id, device_seq) as event_id from kept group by device_id) as last
+    inner join {{ ref('stg_decided') }} as decided using (event_id)
+),
+
+out_of_order_devices as (
+    -- a new row that does not come after the device's last kept row in arrival order changes earlier features
+    select distinct candidates.device_id
+    from candidates
+    inner join last_kept using (device_id)
+    where candidates.event_id not in (select event_id from kept)
+      and not coalesce(candidates.raw_partition = last_kept.raw_partition
+                       and candidates.raw_offset > last_kept.raw_offset, false)
+),
+
+resume_points as (
+    -- devices that only got new rows at the end resume at their last session's first event: nothing before it
+    -- can change, and a session start lies more than the gap after every earlier event time, so the running
+    -- max restarted there is exact
+    select device_id, max(device_seq) as device_seq, max(device_session_number) as device_session_number
+    from kept
+    where is_session_start
+      and device_id not in (select device_id from rewritten_devices)
+      and device_id not in (select device_id from out_of_order_devices)
+    group by device_id
+),
+
+decided as (
+    select
+        candidates.*,
+        coalesce(resume_points.device_seq, 1) - 1 as seq_offset,
+        coalesce(resume_points.device_session_number, 1) - 1 as session_offset
+    from candidates
+    left join resume_points using (device_id)
+    left join kept on kept.event_id = candidates.event_id
+    where resume_points.device_id is null
+       or kept.event_id is null
+       or kept.device_seq >= resume_points.device_seq
+),
+{%- else %}
+
+decided as (
+    select *, 0 as seq_offset, 0 as session_offset from (
+        select * from {{ ref('stg_events') }}
+        union all by name
+        select * from {{ ref('stg_suppressed') }}
+    )
+),
+{%- endif %}
 
 renamed as (
     select
@@ -27,6 +123,8 @@ renamed as (
         raw_partition,
         raw_offset,
         received_at,
+        seq_offset,
+        session_offset,
         session_id as hot_session_id,
         {{ feature_columns(prefix='hot_f_', source_prefix='f_') }},
         epoch_ms(event_ts) as ts_ms,
@@ -52,7 +150,7 @@ parsed as (
 sequenced as (
     select
         *,
-        row_number() over w_device as device_seq,
+        row_number() over w_device + seq_offset as device_seq,
         max(ts_ms) over (w_device rows between unbounded preceding and 1 preceding) as prev_max_ms
     from parsed
     window w_device as (
@@ -75,7 +173,7 @@ intervals as (
              else greatest(0.0, cast(ts_ms - prev_max_ms as double) / 1000) end as interval_s,
         count(*) filter (where is_session_start) over (
             partition by device_id order by device_seq rows between unbounded preceding and current row
-        ) as device_session_number
+        ) + session_offset as device_session_number
     from boundaries
 ),
 

@@ -1,7 +1,10 @@
-{{ config(materialized='table') }}
+{{ config(materialized='incremental', unique_key='identifier_id', incremental_strategy='delete+insert',
+          full_refresh=false, on_schema_change='fail') }}
 -- Every identifier seen on the landing zone's rows of an erased profile (the profile id itself, its user ids,
 -- anonymous ids, devices, hashed emails). Staging models drop rows carrying any of them; the
 -- erasure_suppression_list mart publishes them for the hot path.
+-- Accumulating (incremental, full_refresh: false): once warehouse.erasure.erase_profiles has removed a profile's
+-- rows from the landing zone, its identifiers can no longer be found there, yet they must stay suppressed.
 with
 
 requests as (
@@ -17,11 +20,14 @@ lake as (
 ),
 
 erased_rows as (
+    -- two equi-joins (an OR join condition is a nested loop)
     select lake.*, requests.profile_id as erased_profile_id, requests.requested_at
     from lake
-    inner join requests
-        on lake.profile_id = requests.profile_id
-        or lake.user_id = requests.profile_id
+    inner join requests on lake.profile_id = requests.profile_id
+    union all
+    select lake.*, requests.profile_id as erased_profile_id, requests.requested_at
+    from lake
+    inner join requests on lake.user_id = requests.profile_id
 ),
 
 identifiers as (
@@ -40,6 +46,11 @@ identifiers as (
     union all
     -- a request for a profile never seen is still honoured for future events
     select profile_id, requested_at, 'profile', profile_id from requests
+    {%- if is_incremental() %}
+    union all
+    -- identifiers found by earlier runs (the lake may no longer hold them)
+    select erased_profile_id, requested_at, identifier_type, identifier_value from {{ this }}
+    {%- endif %}
 ),
 
 final as (

@@ -3,8 +3,13 @@
 with
 
 deliveries as (
-    select * from {{ ref('stg_lake_decided') }}
+    select event_id, payload_hash, stream, device_id, received_at from {{ ref('stg_lake_decided') }}
     where event_id is not null
+),
+
+repeated as (
+    -- only ids delivered more than once can conflict: a narrow group-by first, the payload details after
+    select event_id from deliveries group by event_id having count(*) > 1
 ),
 
 final as (
@@ -17,6 +22,7 @@ final as (
         min(received_at) as first_received_at,
         max(received_at) as last_received_at
     from deliveries
+    semi join repeated using (event_id)
     group by event_id
     having count(distinct payload_hash) > 1
 )
