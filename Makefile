@@ -45,5 +45,8 @@ bench-student: $(STAMP)
 test-browser: $(STAMP)
 	$(BIN)/python -m pytest -q -m browser tests/orchestration/test_uis.py
 
+reliability: $(STAMP)
+	$(BIN)/python tests/reliability/run_all.py
+
 clean:
 	rm -rf data dbt_project/target dbt_project/logs

@@ -15,6 +15,7 @@ from pathlib import Path
 from quixstreams import Application
 from quixstreams.sinks import BatchingSink, SinkBatch
 
+from streaming import pii
 from streaming import settings as topics
 from streaming.broker import create_topics, fast_group_consumer_config
 from streaming.settings import StreamingSettings, load_settings
@@ -35,10 +36,11 @@ STREAM_OF_TOPIC = {
 class LakeSink(BatchingSink):
     """Writes one Parquet file per (topic, partition, flush, event date), named after the offsets it holds."""
 
-    def __init__(self, lake_root: Path, stream: str) -> None:
+    def __init__(self, lake_root: Path, stream: str, *, secret: bytes = b"") -> None:
         super().__init__()
         self.lake_root = lake_root
         self.stream = stream
+        self.secret = secret
         self.files_written = 0
 
     def write(self, batch: SinkBatch) -> None:
@@ -49,7 +51,10 @@ class LakeSink(BatchingSink):
             if self.stream == "deliveries":
                 value = {k: value.get(k) for k in lake.DELIVERY_COLUMNS}
             if self.stream == "dlq" and isinstance(value.get("original"), str):
-                value["original"] = base64.b64decode(value["original"])
+                # The durable copy of an invalid event must not hold clear PII: emails, phones and IPs are
+                # replaced by their keyed hashes (the exact bytes stay on events.dlq, with raw retention).
+                original = base64.b64decode(value["original"]).decode("utf-8", "replace")
+                value["original"] = pii.scrub_text(original, self.secret).encode("utf-8")
             value["kafka_topic"] = batch.topic
             value["kafka_partition"] = batch.partition
             value["kafka_offset"] = item.offset
@@ -70,7 +75,10 @@ def build_app(settings: StreamingSettings, broker_address: str) -> tuple[Applica
         consumer_group=settings.lake_consumer_group,
         auto_offset_reset="earliest",
         commit_interval=settings.lake_flush_seconds,
-        consumer_extra_config={**fast_group_consumer_config(), "fetch.wait.max.ms": 100},
+        # A flush writes one Parquet file per (topic, partition, event date): a year of backfill in one burst takes
+        # longer than the 7 s poll interval that makes groups form fast on Tansu, and the sink was expelled.
+        consumer_extra_config={**fast_group_consumer_config(), "max.poll.interval.ms": 60000,
+                               "fetch.wait.max.ms": 100},
         loglevel="WARNING",
         use_changelog_topics=False,
     )
@@ -82,7 +90,7 @@ def build_app(settings: StreamingSettings, broker_address: str) -> tuple[Applica
         topic = app.topic(settings.topic(topic_name), key_deserializer="bytes", value_deserializer="json")
         sdf = app.dataframe(topic)
         if topic_name in STREAM_OF_TOPIC:
-            sink = LakeSink(lake_root, STREAM_OF_TOPIC[topic_name])
+            sink = LakeSink(lake_root, STREAM_OF_TOPIC[topic_name], secret=settings.pii_secret.encode("utf-8"))
             sinks[sink.stream] = sink
             sdf.sink(sink)
         if topic_name in topics.DESTINATIONS:

@@ -18,6 +18,13 @@ from typing import Any
 
 EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 PHONE_RE = re.compile(r"^\+?[\d\s().-]{7,20}$")
+#: A phone number inside free text: 9+ digits with the usual separators (a bare order number of 9+ digits is
+#: hashed too: deterministic, so joins on it still work; never let a phone through).
+PHONE_IN_TEXT_RE = re.compile(r"(?<![\w.])(?:\+?\(?\d[\d\s()-]{7,18}\d|\d{3}\.\d{3}\.\d{4})(?![\w.])")
+ISO_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+IPV4_RE = re.compile(r"(?<![\d.])(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}(?![\d.])")
+IPV6_CANDIDATE_RE = re.compile(r"(?<![\w:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])")
+URL_QUERY_RE = re.compile(r"(https?://[^\s?#]*)[?#][^\s]*")
 DEFAULT_PII_FIELDS = frozenset({"email", "phone", "phone_number", "mobile", "first_name", "last_name", "name",
                                 "firstName", "lastName", "address", "street", "ip", "birthday"})
 HASH_PREFIX = "h:"
@@ -41,7 +48,8 @@ def truncate_ip(ip: str | None) -> str | None:
 
 
 def _looks_like_phone(value: str) -> bool:
-    return bool(PHONE_RE.match(value)) and sum(c.isdigit() for c in value) >= 7
+    """A whole value that is a phone number: 9+ digits with phone separators, not an ISO date."""
+    return bool(PHONE_RE.match(value)) and _digits(value) >= 9 and not ISO_DATE_RE.match(value)
 
 
 def scrub(value: Any, secret: bytes, fields: Iterable[str] = DEFAULT_PII_FIELDS, *, _key: str = "") -> Any:
@@ -54,12 +62,40 @@ def scrub(value: Any, secret: bytes, fields: Iterable[str] = DEFAULT_PII_FIELDS,
     if isinstance(value, str):
         if _key in field_set or _looks_like_phone(value):
             return keyed_hash(value, secret)
-        if "@" in value and EMAIL_RE.search(value):
-            return EMAIL_RE.sub(lambda m: keyed_hash(m.group(0), secret), value)
-        return value
+        return scrub_text(value, secret)
     if _key in field_set and value is not None and not isinstance(value, bool):
         return keyed_hash(str(value), secret)
     return value
+
+
+def _digits(text: str) -> int:
+    return sum(c.isdigit() for c in text)
+
+
+def scrub_text(text: str, secret: bytes) -> str:
+    """Hash emails, phone numbers and IP addresses found anywhere in free text; drop URL query strings
+    (``?email=…&phone=…``). Cheap for the common case: each pattern runs only if its trigger character is there."""
+    if "://" in text and ("?" in text or "#" in text):
+        text = URL_QUERY_RE.sub(lambda m: m.group(1), text)
+    if "@" in text:
+        text = EMAIL_RE.sub(lambda m: keyed_hash(m.group(0), secret), text)
+    if _digits(text) >= 4:
+        if "." in text:
+            text = IPV4_RE.sub(lambda m: keyed_hash(m.group(0), secret), text)
+        if _digits(text) >= 9 and not ISO_DATE_RE.match(text):
+            text = PHONE_IN_TEXT_RE.sub(
+                lambda m: keyed_hash(m.group(0), secret) if _digits(m.group(0)) >= 9 else m.group(0), text)
+    if text.count(":") >= 2:
+        text = IPV6_CANDIDATE_RE.sub(lambda m: keyed_hash(m.group(0), secret) if _is_ipv6(m.group(0))
+                                     else m.group(0), text)
+    return text
+
+
+def _is_ipv6(candidate: str) -> bool:
+    try:
+        return ipaddress.ip_address(candidate).version == 6
+    except ValueError:
+        return False
 
 
 def scrub_url(url: str | None, secret: bytes) -> str | None:

@@ -171,6 +171,16 @@ def _event_fingerprint(event_id: str) -> str:
     return hashlib.blake2b(event_id.encode("utf-8"), digest_size=8).hexdigest()
 
 
+def _payload_fingerprint(event: Event) -> str:
+    """What a client retry repeats exactly (not received_at, which the collector stamps anew on each attempt)."""
+    import orjson
+
+    body = orjson.dumps([event.type, event.event, event.name, event.user_id,
+                         (event.original_timestamp or event.timestamp).isoformat(), event.properties, event.traits],
+                        option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.blake2b(body, digest_size=4).hexdigest()
+
+
 def decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, secret: bytes,
                   origin: Origin = Origin(), key: bytes | str | None = None) -> Output:
     """Stage 1, keyed by device. Returns the DLQ record, the quarantine record, or the record for stage 2."""
@@ -198,9 +208,14 @@ def _decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, s
         return suppression(event, policy, origin, reason="erased", key=device_id)
     # A client retry re-sends the same event_id: decided once, never folded into the session twice.
     recent = state.get("recent_ids") or []
-    fingerprint = _event_fingerprint(event.event_id)
-    if fingerprint in recent:
-        return suppression(event, policy, origin, reason="duplicate_event_id", key=device_id)
+    id_print = _event_fingerprint(event.event_id)
+    fingerprint = f"{id_print}:{_payload_fingerprint(event)}"
+    seen = next((r for r in recent if r.startswith(id_print)), None)
+    if seen is not None:
+        # Same id and payload: a client retry. Same id, other payload: a reused id (robots do it) - decided once
+        # too, but flagged so the warehouse lists it as a conflict instead of taking it for a retry.
+        reason = "duplicate_event_id" if seen == fingerprint else "event_id_reused"
+        return suppression(event, policy, origin, reason=reason, key=device_id)
     recent.append(fingerprint)
     state.set("recent_ids", recent[-RECENT_IDS:])
     # Identity at the edge: a device that identified once keeps its profile for later events.

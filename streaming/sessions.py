@@ -57,7 +57,12 @@ class SessionState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> SessionState:
-        return cls(**data) if data else cls()
+        if not data:
+            return cls()
+        state = cls(**data)
+        if not isinstance(state.cart_value, int | float) or not math.isfinite(state.cart_value):
+            state.cart_value = 0.0  # written before the overflow guard: never let it poison later events
+        return state
 
 
 def _num(value: Any) -> float:
@@ -89,7 +94,9 @@ def update_session(state: SessionState, *, device_id: str, ts: datetime, type_: 
             state.product_views += 1
         elif event_name == "Product Added":
             state.cart_adds += 1
-            state.cart_value += _num(properties.get("price")) * (_num(properties.get("quantity")) or 1.0)
+            amount = _num(properties.get("price")) * (_num(properties.get("quantity")) or 1.0)
+            # price × quantity can overflow to inf (hostile input); JSON has no inf, so it would come back null
+            state.cart_value += amount if math.isfinite(amount) else 0.0
     category = properties.get("category")
     if isinstance(category, str) and category and category not in state.categories:
         state.categories.append(category)

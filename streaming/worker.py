@@ -28,6 +28,7 @@ from streaming.broker import create_topics, fast_group_consumer_config, topic_sp
 from streaming.control import PolicyReader
 from streaming.pipeline import Origin, decide_device, decide_profile
 from streaming.policy import PolicyHolder
+from streaming.recovery import use_true_high_watermarks
 from streaming.settings import StreamingSettings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ def run_worker(settings: StreamingSettings | None = None, *, broker_address: str
         raise SystemExit("KAFKA_BROKER_ADDRESS is not set: start the platform with `firstmile up`, or point the "
                          "worker at a broker")
     create_topics(address, settings)
+    use_true_high_watermarks(address)  # state recovery after a restart on Tansu (streaming/recovery.py)
     enrich.warm()
     holder = PolicyHolder()
     reader = PolicyReader(address, settings.topic(topics.CONTROL_POLICY), holder)

@@ -40,7 +40,10 @@ deduplicated as (
     from candidates
     qualify row_number() over (
         partition by event_id
-        order by received_at, kafka_offset, kafka_partition, stream
+        -- the hot path's ledger-only record of a client retry never wins over the decided event it repeats
+        -- (a producer retry re-sends the same record, with the same received_at)
+        order by (stream = 'suppressed' and json_extract_string(ledger, '$.reason') = 'duplicate_event_id'),
+                 received_at, kafka_offset, kafka_partition, stream
     ) = 1
 ),
 

@@ -5,6 +5,8 @@ with
 deliveries as (
     select event_id, payload_hash, stream, device_id, received_at from {{ ref('stg_lake_decided') }}
     where event_id is not null
+      -- a retry the hot path recognised is a retry, not a conflicting reuse (its record carries no payload)
+      and not (stream = 'suppressed' and coalesce(json_extract_string(ledger, '$.reason'), '') = 'duplicate_event_id')
 ),
 
 repeated as (

@@ -1,0 +1,460 @@
+"""Shared machinery of the reliability suite: sizes, figures, a real platform (embedded Tansu broker, worker and
+lake sink subprocesses), producing and consuming by assign(), the landing zone in DuckDB, dbt, and the
+pure-function oracle (streaming.pipeline with DictState) that every stateful result is compared against.
+
+Sizes come from ``FIRSTMILE_RELIABILITY_*`` env vars with small CI defaults (``tests/reliability/run_all.py`` sets
+the full sizes). Every scenario reports its figures through :func:`figure`: printed (run pytest with ``-s``) and,
+when ``FIRSTMILE_RELIABILITY_FIGURES`` names a file, appended to it as one JSON line (run_all.py tabulates them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
+from streaming import settings as topics
+from streaming.broker import EmbeddedBroker, create_topics
+from streaming.control import publish_policy
+from streaming.pipeline import DictState, Origin, decide_device, decide_profile
+from streaming.policy import bootstrap_policy, compile_policy
+from streaming.settings import StreamingSettings
+from warehouse.lake import STREAMS, stream_glob
+
+REPO = Path(__file__).resolve().parents[2]
+SECRET = "reliability-secret-0123"
+OUTPUT_TOPICS = (*topics.DESTINATIONS, topics.QUARANTINE, topics.DLQ, topics.SUPPRESSED)
+DECIDED_STREAMS = ("events", "quarantine", "suppressed")
+
+
+# --- sizes and figures -------------------------------------------------------------------------------------------
+
+def size(name: str, ci: int) -> int:
+    """``FIRSTMILE_RELIABILITY_<NAME>`` or the CI default."""
+    return int(os.environ.get(f"FIRSTMILE_RELIABILITY_{name.upper()}", ci))
+
+
+def figure(scenario: str, summary: str, **values: Any) -> None:
+    """Print a scenario's figure and append it to ``$FIRSTMILE_RELIABILITY_FIGURES`` (JSON lines) if set."""
+    print(f"\n[{scenario}] {summary} | " + ", ".join(f"{k}={v}" for k, v in values.items()), flush=True)
+    path = os.environ.get("FIRSTMILE_RELIABILITY_FIGURES")
+    if path:
+        with open(path, "a") as fh:
+            fh.write(json.dumps({"scenario": scenario, "summary": summary, **values}, default=str) + "\n")
+
+
+# --- the platform --------------------------------------------------------------------------------------------------
+
+@dataclass
+class Platform:
+    """One embedded broker, the platform's topics, policy v1, and the processes started on it."""
+
+    data_dir: Path
+    partitions: int = 3
+    broker: EmbeddedBroker | None = None
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    settings: StreamingSettings | None = None
+
+    def start(self) -> Platform:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "logs").mkdir(exist_ok=True)
+        self.broker = EmbeddedBroker.start(log_path=self.data_dir / "logs" / "broker.log")
+        self.settings = StreamingSettings(data_dir=self.data_dir, partitions=self.partitions,
+                                          pii_secret=SECRET)  # type: ignore[call-arg]
+        self.settings.layout.ensure()
+        create_topics(self.address, self.settings)
+        publish_policy(self.address, topics.CONTROL_POLICY, bootstrap_policy())
+        return self
+
+    @property
+    def address(self) -> str:
+        assert self.broker is not None
+        return self.broker.address
+
+    @property
+    def lake(self) -> Path:
+        return self.data_dir / "lake"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.data_dir / "state"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FIRSTMILE_")}
+        env.update(KAFKA_BROKER_ADDRESS=self.address, FIRSTMILE_DATA_DIR=str(self.data_dir),
+                   FIRSTMILE_PARTITIONS=str(self.partitions), FIRSTMILE_PII_SECRET=SECRET,
+                   PYTHONPATH=str(REPO))
+        return env
+
+    def spawn(self, name: str, module: str = "", *, data_dir: Path | None = None) -> subprocess.Popen[bytes]:
+        """Start ``python -m module`` (default: the worker; FIRSTMILE_RELIABILITY_WORKER overrides its module).
+        ``data_dir``: the process's own data directory (a second worker on this machine needs its own state)."""
+        module = module or os.environ.get("FIRSTMILE_RELIABILITY_WORKER", "streaming.worker")
+        log = (self.data_dir / "logs" / f"{name}.log").open("ab")
+        env = self.env()
+        if data_dir is not None:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            env["FIRSTMILE_DATA_DIR"] = str(data_dir)
+        proc = subprocess.Popen([sys.executable, "-m", module], env=env, cwd=self.data_dir, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def kill9(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def stop(self, name: str, timeout: float = 20) -> int | None:
+        proc = self.procs.pop(name)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        return proc.returncode
+
+    def alive(self, name: str) -> bool:
+        return name in self.procs and self.procs[name].poll() is None
+
+    def log(self, name: str) -> str:
+        path = self.data_dir / "logs" / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def close(self) -> None:
+        for name in list(self.procs):
+            with contextlib.suppress(Exception):  # teardown must go on
+                self.stop(name, timeout=10)
+        if self.broker is not None:
+            self.broker.stop()
+
+
+# --- producing and consuming -------------------------------------------------------------------------------------
+
+def produce(address: str, items: Iterable[tuple[bytes | None, bytes | None]], *, topic: str = topics.RAW,
+            rate: float | None = None, linger_ms: int = 20) -> list[tuple[int, int]]:
+    """Produce (key, value) in order (idempotent producer); return each record's (partition, offset)."""
+    producer = Producer({"bootstrap.servers": address, "enable.idempotence": True, "acks": "all",
+                         "linger.ms": linger_ms, "message.max.bytes": 4_000_000})
+    items = list(items)
+    where: list[tuple[int, int] | None] = [None] * len(items)
+    errors: list[str] = []
+
+    def report(i: int) -> Any:
+        def on_delivery(err: Any, msg: Any) -> None:
+            if err is not None:
+                errors.append(str(err))
+            else:
+                where[i] = (msg.partition(), msg.offset())
+        return on_delivery
+
+    start = time.monotonic()
+    for i, (key, value) in enumerate(items):
+        if rate:
+            ahead = start + i / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, on_delivery=report(i))
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    remaining = producer.flush(60)
+    assert not remaining and not errors, (remaining, errors[:3])
+    assert all(w is not None for w in where)
+    return [w for w in where if w is not None]
+
+
+def consume(address: str, names: Iterable[str], *, idle: float = 3.0, timeout: float = 120.0,
+            raw: bool = False) -> list[tuple[str, int, int, bytes | None, Any]]:
+    """Every record of the topics from the beginning, by assign() (no group), until ``idle`` seconds pass without
+    a record after every partition reported EOF (Tansu's watermarks under-report: count by consuming).
+    Returns (topic, partition, offset, key, value) with the value JSON-decoded unless ``raw``."""
+    consumer = Consumer({"bootstrap.servers": address, "group.id": f"reliability-{uuid.uuid4().hex[:8]}",
+                         "enable.auto.commit": False, "enable.partition.eof": True, "fetch.wait.max.ms": 50})
+    meta = consumer.list_topics(timeout=10)
+    names = [n for n in names if n in meta.topics]
+    tps = [TopicPartition(t, p, OFFSET_BEGINNING) for t in names for p in meta.topics[t].partitions]
+    out: list[tuple[str, int, int, bytes | None, Any]] = []
+    if not tps:
+        consumer.close()
+        return out
+    consumer.assign(tps)
+    eof: set[tuple[str, int]] = set()
+    last = time.monotonic()
+    deadline = last + timeout
+    while time.monotonic() < deadline:
+        msg = consumer.poll(0.2)
+        if msg is None:
+            if len(eof) >= len(tps) and time.monotonic() - last > idle:
+                break
+            continue
+        if msg.error():
+            if msg.error().code() == KafkaError._PARTITION_EOF:
+                eof.add((msg.topic(), msg.partition()))
+            continue
+        eof.discard((msg.topic(), msg.partition()))
+        last = time.monotonic()
+        value = msg.value()
+        if not raw and value is not None:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                value = orjson.loads(value)
+        out.append((msg.topic(), msg.partition(), msg.offset(), msg.key(), value))
+    consumer.close()
+    return out
+
+
+def committed(address: str, group: str = "firstmile-worker", topic: str = topics.RAW) -> int:
+    """Sum of the group's committed offsets on ``topic`` (progress of the workers; -1001 = none counts 0)."""
+    consumer = Consumer({"bootstrap.servers": address, "group.id": group, "enable.auto.commit": False})
+    try:
+        meta = consumer.list_topics(topic, timeout=10)
+        tps = [TopicPartition(topic, p) for p in meta.topics[topic].partitions]
+        return sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10))
+    finally:
+        consumer.close()
+
+
+def wait_for_progress(address: str, since: int, *, timeout: float = 60.0, group: str = "firstmile-worker",
+                      platform: Platform | None = None, watch: Iterable[str] = ()) -> int:
+    """Block until the group's committed offsets pass ``since`` (a (re)started worker is processing). Fails at once
+    when a watched process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name in watch:
+            assert platform is not None and platform.alive(name), \
+                f"{name} died:\n{platform.log(name)[-1500:] if platform else ''}"
+        now = committed(address, group)
+        if now > since:
+            return now
+        time.sleep(0.2)
+    raise AssertionError(f"group {group} made no progress past {since} within {timeout:.0f}s")
+
+
+def list_topics(address: str) -> list[str]:
+    consumer = Consumer({"bootstrap.servers": address, "group.id": f"reliability-{uuid.uuid4().hex[:8]}"})
+    try:
+        return sorted(consumer.list_topics(timeout=10).topics)
+    finally:
+        consumer.close()
+
+
+def changelog_state(address: str) -> dict[str, dict[str, Any]]:
+    """The workers' state as their changelog topics hold it: {state key: {message key: last value}}.
+    Quix changelog records are keyed ``<message key>|<json state key>`` with the JSON value."""
+    names = [t for t in list_topics(address) if t.startswith("changelog__")]
+    # A busy Tansu can answer a fetch with nothing for a while: read until two reads agree (count by consuming).
+    records: list[tuple[str, int, int, bytes | None, Any]] = []
+    for _ in range(5):
+        again = consume(address, names, idle=2.0, raw=True)
+        if again and len(again) == len(records):
+            break
+        records = max(records, again, key=len)
+    state: dict[str, dict[str, Any]] = defaultdict(dict)
+    for _t, _p, _o, key, value in records:
+        if key is None or b'|"' not in key:
+            continue
+        msg_key, _, state_key = key.rpartition(b'|"')
+        name = ('"' + state_key.decode()).strip('"')
+        owner = msg_key.decode("utf-8", "replace")
+        if len(owner) >= 2 and owner[0] == owner[-1] == '"':  # a str key the repartition serialized as JSON
+            owner = orjson.loads(owner)
+        state[name][owner] = None if value is None else orjson.loads(value)
+    return unpack(state)
+
+
+#: State entries that pack a key's whole state (streaming.pipeline.PackedState): unpacked to their parts.
+PACKED = ("device", "profile")
+
+
+def unpack(state: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{state name: {owner: value}} with packed entries ({"device": {owner: {"identity": ..}}}) spread out."""
+    out: dict[str, dict[str, Any]] = defaultdict(dict)
+    for name, owners in state.items():
+        for owner, value in owners.items():
+            if name in PACKED and isinstance(value, dict):
+                for part, v in value.items():
+                    out[part][owner] = v
+            else:
+                out[name][owner] = value
+    return out
+
+
+# --- the landing zone --------------------------------------------------------------------------------------------
+
+def lake_con(lake: Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with one view per lake stream (empty streams: no view)."""
+    con = duckdb.connect()
+    for stream in STREAMS:
+        if list((lake / stream).rglob("*.parquet")):
+            con.execute(f"create view {stream} as select * from read_parquet('{stream_glob(lake, stream)}', "
+                        f"hive_partitioning=true, union_by_name=true)")
+    return con
+
+
+def lake_streams(con: duckdb.DuckDBPyConnection) -> list[str]:
+    return [r[0] for r in con.execute("select view_name from duckdb_views() where not internal").fetchall()
+            if r[0] in STREAMS]
+
+
+def lake_inputs(lake: Path) -> set[tuple[int, int]]:
+    """Distinct (raw_partition, raw_offset) over every lake stream."""
+    con = lake_con(lake)
+    try:
+        streams = lake_streams(con)
+        if not streams:
+            return set()
+        sql = " union ".join(f"select raw_partition, raw_offset from {s}" for s in streams)
+        return {(int(p), int(o)) for p, o in con.execute(sql).fetchall()}
+    finally:
+        con.close()
+
+
+def wait_for_lake(lake: Path, expected: set[tuple[int, int]], *, timeout: float = 180.0,
+                  platform: Platform | None = None, watch: Iterable[str] = ()) -> float:
+    """Wait until every expected input is in the lake; returns the seconds waited. Fails if a watched process
+    died, or on timeout with the count missing."""
+    start = time.monotonic()
+    missing = expected
+    while time.monotonic() - start < timeout:
+        missing = expected - lake_inputs(lake)
+        if not missing:
+            return time.monotonic() - start
+        for name in watch:
+            assert platform is not None and platform.alive(name), \
+                f"{name} died:\n{platform.log(name)[-3000:] if platform else ''}"
+        time.sleep(1.0)
+    raise AssertionError(f"{len(missing)} of {len(expected)} inputs never reached the lake "
+                         f"(e.g. {sorted(missing)[:5]})")
+
+
+DEDUPE_SQL = """
+select * from ({union})
+qualify row_number() over (partition by event_id order by received_at, kafka_offset, kafka_partition, stream) = 1
+"""
+
+
+def landing_duplicates(lake: Path) -> dict[str, int]:
+    """Rows per event_id > 1 across the decided streams before dedupe, and after the stg_decided dedupe."""
+    con = lake_con(lake)
+    try:
+        streams = [s for s in lake_streams(con) if s in DECIDED_STREAMS]
+        union = " union all by name ".join(f"select event_id, received_at, kafka_offset, kafka_partition, "
+                                           f"'{s}' as stream from {s}" for s in streams)
+        before = con.execute(f"select count(*), count(distinct event_id) from ({union})").fetchone()
+        after = con.execute(f"select count(*) - count(distinct event_id) from ({DEDUPE_SQL.format(union=union)})"
+                            ).fetchone()
+        ids_dup = con.execute(f"select count(*) from (select event_id from ({union}) group by 1 having count(*) > 1)"
+                              ).fetchone()
+        return {"rows": before[0], "event_ids": before[1], "duplicate_rows": before[0] - before[1],
+                "event_ids_duplicated": ids_dup[0], "duplicates_after_dedupe": after[0]}
+    finally:
+        con.close()
+
+
+# --- dbt ---------------------------------------------------------------------------------------------------------
+
+def run_dbt(command: list[str], data_dir: Path, *, vars_yaml: str | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """The real dbt CLI over ``<data_dir>/lake`` into ``<data_dir>/warehouse.duckdb``."""
+    dbt = Path(sys.executable).with_name("dbt")
+    env = dict(os.environ, FIRSTMILE_DUCKDB_PATH=str(data_dir / "warehouse.duckdb"),
+               FIRSTMILE_LAKE_DIR=str(data_dir / "lake"), DBT_SEND_ANONYMOUS_USAGE_STATS="false")
+    args = [str(dbt), *command, "--project-dir", "dbt_project", "--profiles-dir", "dbt_project",
+            "--target-path", str(data_dir / "dbt_target"), "--log-path", str(data_dir / "dbt_logs")]
+    if vars_yaml:
+        args += ["--vars", vars_yaml]
+    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def dbt_ok(result: subprocess.CompletedProcess[str]) -> str:
+    """Failure text of a dbt run ('' when it passed)."""
+    return "" if result.returncode == 0 else (result.stdout[-5000:] + result.stderr[-2000:])
+
+
+# --- the oracle --------------------------------------------------------------------------------------------------
+
+@dataclass
+class Oracle:
+    """The pure first-mile functions replayed over the inputs in production order (per-key order is what Kafka
+    guarantees), each device and profile with a DictState: what an uninterrupted, single-process run decides."""
+
+    devices: dict[str, DictState] = field(default_factory=lambda: defaultdict(DictState))
+    profiles: dict[str, DictState] = field(default_factory=lambda: defaultdict(DictState))
+    decisions: dict[tuple[int, int], list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)
+
+    def replay(self, items: list[tuple[bytes | None, bytes | None]], where: list[tuple[int, int]],
+               policy_doc: dict[str, Any] | None = None) -> Oracle:
+        policy = compile_policy(policy_doc or bootstrap_policy())
+        for (key, value), (part, off) in zip(items, where, strict=True):
+            dkey = key.decode("utf-8", "replace") if key is not None else ""
+            out = decide_device(value, self.devices[dkey], policy, secret=SECRET.encode(), origin=Origin(part, off),
+                                key=key)
+            if out.topic != "profile":
+                self.decisions[(part, off)] = [(out.topic, out.value)]
+                continue
+            outs = decide_profile(out.value, self.profiles[out.value["profile_id"]], policy)
+            self.decisions[(part, off)] = [(o.topic, o.value) for o in outs]
+        return self
+
+    def state(self, name: str) -> dict[str, Any]:
+        """{key: value} of one state name, over devices and profiles (as the changelog shows it)."""
+        raw: dict[str, dict[str, Any]] = defaultdict(dict)
+        for group in (self.devices, self.profiles):
+            for key, st in group.items():
+                for entry, value in st.data.items():
+                    raw[entry][key] = value
+        return unpack(raw).get(name, {})
+
+
+def consent_view(consent: dict[str, Any] | None) -> dict[str, tuple[bool, int]]:
+    """Per-purpose (granted, decided_at_ms) of a ConsentState dict (the source label is not a decision)."""
+    purposes = (consent or {}).get("purposes") or {}
+    return {p: (bool(v[0]), int(v[1])) for p, v in purposes.items()}
+
+
+def state_diff(actual: dict[str, dict[str, Any]], oracle: Oracle, *, extra: tuple[str, ...] = ()) -> dict[str, int]:
+    """Mismatches between the changelog state and the oracle: identity (device → user), device consent, profile
+    consent and device sessions, plus the ``extra`` state names compared as they are."""
+    diffs = {}
+    views: list[tuple[str, Any]] = [("identity", lambda v: (v or {}).get("user_id")),
+                                    ("device_consent", lambda v: v or {}), ("consent", consent_view),
+                                    ("session", lambda v: v or {})]
+    views += [(name, lambda v: v) for name in extra]
+    for name, view in views:
+        want = {k: view(v) for k, v in oracle.state(name).items()}
+        got = {k: view(v) for k, v in actual.get(name, {}).items()}
+        keys = set(want) | set(got)
+        diffs[name] = sum(1 for k in keys if want.get(k, view(None)) != got.get(k, view(None)))
+        diffs[f"{name}_keys"] = len(want)
+    return diffs
+
+
+def sim_items(events: Iterable[Any], *, source_id: str = "reliability") -> list[tuple[bytes, bytes]]:
+    """Simulator events as the collector would put them on events.raw (received_at = simulated send time)."""
+    from streaming.contract import from_segment
+
+    items = []
+    for ev in events:
+        record = from_segment(ev.payload, source_id=source_id, received_at=ev.send_at)
+        key = (record.get("anonymous_id") or record.get("user_id") or "").encode()
+        items.append((key, orjson.dumps(record)))
+    return items

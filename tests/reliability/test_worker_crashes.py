@@ -1,0 +1,105 @@
+"""Scenario 1, worker crashes: the hot-path worker is killed with SIGKILL at random moments while simulated traffic
+flows (at-least-once) and restarted each time. After the lake settles:
+
+* events lost = 0: every input offset of events.raw is in the lake (any stream);
+* duplicates in the landing zone are reported (rows per event_id > 1 across the decided streams);
+* duplicates after the warehouse dedupe (stg_decided's QUALIFY, run in DuckDB over the lake) = 0;
+* identity and consent state after the crashes (read back from the workers' changelog topics) equal the
+  oracle: the pure first-mile functions replayed once, uninterrupted, over the same input.
+
+Sizes: FIRSTMILE_RELIABILITY_CRASH_EVENTS (CI 10,000; full 200,000), _CRASH_KILLS (CI 2; full 5),
+_CRASH_RATE events/s while producing (CI 700; full 5,000).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+
+from streaming import simulator
+from tests.reliability.harness import (
+    Oracle,
+    Platform,
+    changelog_state,
+    committed,
+    figure,
+    lake_inputs,
+    landing_duplicates,
+    produce,
+    sim_items,
+    size,
+    state_diff,
+    wait_for_lake,
+    wait_for_progress,
+)
+
+pytestmark = pytest.mark.integration
+
+#: Found by this suite (README.md, "Bugs found", B1); fixed by tests/reliability/patched_worker.py's patch.
+RESTART_BUG = ("B1: a restarted worker dies with quixstreams InvalidStoreChangelogOffset: Tansu under-reports the "
+               "changelog high watermark (last batch base offset + 1) and Quix's recovery trusts it")
+
+EVENTS = size("crash_events", 10_000)
+KILLS = size("crash_kills", 2)
+RATE = size("crash_rate", 700)
+
+
+def simulated(n: int, *, seed: int = 11) -> list[tuple[bytes, bytes]]:
+    """About n events of everyday traffic (humans with consent and logins across devices, bots)."""
+    sc = simulator.load_scenario("default", users=max(30, n // 17), seed=seed)
+    return sim_items(list(simulator.generate(sc, day=0))[:n])
+
+
+def test_kill_9_the_worker_while_events_flow(tmp_path):
+    items = simulated(EVENTS)
+    platform = Platform(tmp_path / "data").start()
+    kills: list[float] = []
+    try:
+        platform.spawn("worker")
+        platform.spawn("lake", "streaming.lake_sink")
+        rng = random.Random(7)
+        where: list[tuple[int, int]] = []
+        producer = threading.Thread(target=lambda: where.extend(produce(platform.address, items, rate=RATE)))
+        start = time.monotonic()
+        producer.start()
+        progress = 0
+        try:
+            for _ in range(KILLS):
+                # a random moment while the (re)started worker is processing: after its first commit
+                progress = wait_for_progress(platform.address, progress, platform=platform, watch=("worker",))
+                time.sleep(rng.uniform(0.2, 2.0))
+                platform.kill9("worker")
+                kills.append(round(time.monotonic() - start, 1))
+                platform.spawn("worker")  # restarted at once, as a supervisor would
+                progress = committed(platform.address)
+            in_flight = producer.is_alive()
+            producer.join()
+            settle = wait_for_lake(platform.lake, set(where), timeout=240, platform=platform,
+                                   watch=("worker", "lake"))
+        except AssertionError as exc:
+            producer.join()
+            figure("1 worker crashes", f"{len(items)} events, kill -9 at {kills} s: FAILED",
+                   lost=len(set(where) - lake_inputs(platform.lake)), error=str(exc).splitlines()[-1][:160])
+            raise
+        time.sleep(2.0)  # the last checkpoint's changelog writes
+        lost = len(set(where) - lake_inputs(platform.lake))
+        dupes = landing_duplicates(platform.lake)
+        actual = changelog_state(platform.address)
+    finally:
+        platform.close()
+    diff = state_diff(actual, Oracle().replay(items, where))
+    figure("1 worker crashes", f"{len(items)} events, {len(kills)} kill -9 at {kills} s",
+           lost=lost, producer_still_sending_at_last_kill=in_flight,
+           landing_duplicate_rows=dupes["duplicate_rows"], landing_duplicated_event_ids=dupes["event_ids_duplicated"],
+           duplicates_after_dedupe=dupes["duplicates_after_dedupe"], lake_settled_s=round(settle, 1),
+           identity_mismatches=diff["identity"], device_consent_mismatches=diff["device_consent"],
+           consent_mismatches=diff["consent"], session_mismatches=diff["session"], devices=diff["identity_keys"],
+           profiles=diff["consent_keys"])
+    assert len(kills) == KILLS and lost == 0
+    assert dupes["duplicates_after_dedupe"] == 0
+    assert diff["identity"] == 0 and diff["device_consent"] == 0 and diff["consent"] == 0 and diff["session"] == 0, \
+        diff
+    assert diff["identity_keys"] > 0 and diff["consent_keys"] > 0
