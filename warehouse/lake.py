@@ -117,7 +117,7 @@ def _decided_row(record: Mapping[str, Any]) -> dict[str, Any]:
     row["event_ts"] = _parse_ts(row["event_ts"])
     row["received_at"] = _parse_ts(row["received_at"])
     for name, value in (record.get("features") or {}).items():
-        row[f"f_{name}"] = float(value)
+        row[f"f_{name}"] = float(value) if isinstance(value, int | float) else None
     return row
 
 

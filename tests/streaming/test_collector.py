@@ -271,7 +271,7 @@ def test_malformed_input_is_a_4xx(client: httpx.Client) -> None:
     assert client.post("/v1/consent", json={"messageId": mid(), "userId": "u", "consent": {"a": "yes"}}
                        ).status_code == 400
     for batch in ({}, {"batch": []}, {"batch": "x"}, {"batch": [1]}, {"batch": [track()]},
-                  {"batch": [{**track(), "type": "group"}]}, {"batch": [{**track(), "type": "track"}], "context": 1}):
+                  {"batch": [{**track(), "type": "shout"}]}, {"batch": [{**track(), "type": "track"}], "context": 1}):
         assert client.post("/v1/batch", json=batch).status_code == 400, batch
 
 
