@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import orjson
+
 from streaming import bots, enrich, pii
 from streaming import settings as topics
 from streaming.consent import ConsentState, InvalidConsentString, purposes_from_tcf, region_of
@@ -108,8 +110,6 @@ def dead_letter(raw: bytes | None, error: InvalidEvent, origin: Origin, *, key: 
     event_id = None
     if raw:
         try:
-            import orjson
-
             parsed = orjson.loads(raw)
             candidate = parsed.get("event_id") if isinstance(parsed, dict) else None
             event_id = candidate if isinstance(candidate, str) else None
@@ -173,8 +173,6 @@ def _event_fingerprint(event_id: str) -> str:
 
 def _payload_fingerprint(event: Event) -> str:
     """What a client retry repeats exactly (not received_at, which the collector stamps anew on each attempt)."""
-    import orjson
-
     body = orjson.dumps([event.type, event.event, event.name, event.user_id,
                          (event.original_timestamp or event.timestamp).isoformat(), event.properties, event.traits],
                         option=orjson.OPT_SORT_KEYS, default=str)

@@ -38,7 +38,7 @@ from tests.reliability.harness import (
 
 pytestmark = pytest.mark.integration
 
-#: Found by this suite (README.md, "Bugs found", B1); fixed by tests/reliability/patched_worker.py's patch.
+#: Found by this suite (README.md, "Bugs found", B1); fixed by streaming/recovery.py.
 RESTART_BUG = ("B1: a restarted worker dies with quixstreams InvalidStoreChangelogOffset: Tansu under-reports the "
                "changelog high watermark (last batch base offset + 1) and Quix's recovery trusts it")
 
