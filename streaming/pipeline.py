@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -179,14 +180,40 @@ def _payload_fingerprint(event: Event) -> str:
     return hashlib.blake2b(body, digest_size=4).hexdigest()
 
 
+def _rule_error(rule_id: str, exc: Exception) -> dict[str, str]:
+    return {"rule": rule_id, "error": f"{type(exc).__name__}: {exc}"[:200]}
+
+
+def _holds(predicate: Any, facts: dict[str, Any], rule_id: str, errors: list[dict[str, str]]) -> bool:
+    """A rule's verdict; a rule that raises (a bad rule, never bad input) is false and recorded in ``errors``."""
+    try:
+        return bool(predicate(facts))
+    except Exception as exc:  # noqa: BLE001 - contained: the event is decided without this rule, and flagged
+        errors.append(_rule_error(rule_id, exc))
+        return False
+
+
+def _score(model: Any, facts: dict[str, Any], errors: list[dict[str, str]]) -> float | None:
+    """A model's score, or None (the model is skipped and the event flagged) if it raises or is not finite."""
+    if model is None:
+        return None
+    try:
+        value = model.score(facts)
+        if not math.isfinite(value):
+            raise ValueError(f"score is {value}")
+        return float(value)
+    except Exception as exc:  # noqa: BLE001
+        errors.append(_rule_error(f"model.{model.name}", exc))
+        return None
+
+
 def decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, secret: bytes,
                   origin: Origin = Origin(), key: bytes | str | None = None) -> Output:
     """Stage 1, keyed by device. Returns the DLQ record, the quarantine record, or the record for stage 2."""
     packed = PackedState(state, "device")
-    try:
-        return _decide_device(raw, packed, policy, secret=secret, origin=origin, key=key)
-    finally:
-        packed.flush()
+    out = _decide_device(raw, packed, policy, secret=secret, origin=origin, key=key)
+    packed.flush()  # only once decided: an event that raised leaves the state as it was (the worker dead-letters it)
+    return out
 
 
 def _decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, secret: bytes,
@@ -247,15 +274,21 @@ def _decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, s
         "country": geo.country, "region": region_of(geo.country), "asn": geo.asn,
         "datacenter": bots.is_datacenter(geo.asn), "source_id": event.source_id, "identified": bool(user_id),
     }
-    bot_score = policy.bot_model.score(facts) if policy.bot_model else None
+    errors: list[dict[str, str]] = []
+    bot_score = _score(policy.bot_model, facts, errors)
     facts["bot_score"] = bot_score
-    score = policy.propensity.score(facts) if policy.propensity else None
+    score = _score(policy.propensity, facts, errors)
     facts["score"] = score
 
     fired: list[str] = []
     shadow: list[str] = []
     for rule in policy.bot_rules:
-        if rule.predicate(facts):
+        try:
+            hit = rule.predicate(facts)
+        except Exception as exc:  # noqa: BLE001 - contained: the rule counts as not fired, the event is flagged
+            errors.append(_rule_error(rule.id, exc))
+            continue
+        if hit:
             (fired if rule.mode == "enforce" else shadow).append(rule.id)
     if policy.bot_model and bot_score is not None and policy.bot_model.threshold is not None \
             and bot_score >= policy.bot_model.threshold:
@@ -326,6 +359,8 @@ def _decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, s
     }
     if tcf_note:
         record["ledger"]["consent_note"] = tcf_note
+    if errors:
+        record["ledger"]["errors"] = errors
     if is_bot:
         record["consent"] = None
         record["destinations"] = [topics.QUARANTINE]
@@ -342,10 +377,9 @@ def _decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, s
 def decide_profile(record: dict[str, Any], state: State, policy: CompiledPolicy) -> list[Output]:
     """Stage 2, keyed by profile: consent, routing, personalization decision, ledger. Never returns nothing."""
     packed = PackedState(state, "profile")
-    try:
-        return _decide_profile(record, packed, policy)
-    finally:
-        packed.flush()
+    outputs = _decide_profile(record, packed, policy)
+    packed.flush()
+    return outputs
 
 
 def _decide_profile(record: dict[str, Any], state: State, policy: CompiledPolicy) -> list[Output]:
@@ -364,6 +398,7 @@ def _decide_profile(record: dict[str, Any], state: State, policy: CompiledPolicy
     granted = consent.effective(facts.get("region") or "UNKNOWN", policy.region_defaults)
 
     ledger = record["ledger"]
+    errors: list[dict[str, str]] = ledger.setdefault("errors", [])
     ledger["purposes"] = granted
     ledger["consent_changed"] = changed
     chosen: list[str] = []
@@ -371,7 +406,7 @@ def _decide_profile(record: dict[str, Any], state: State, policy: CompiledPolicy
     if record["profile_id"] in policy.erased_ids:
         reasons = {route.destination: "erased_profile" for route in policy.routes}
     else:
-        extra = {r.id: r for r in policy.route_rules if r.predicate(facts)}
+        extra = {r.id: r for r in policy.route_rules if _holds(r.predicate, facts, r.id, errors)}
         ledger["route_rules_fired"] = [rid for rid, r in extra.items() if r.mode == "enforce"]
         ledger["shadow_rules_fired"] = ledger.get("shadow_rules_fired", []) + \
             [rid for rid, r in extra.items() if r.mode == "shadow"]
@@ -379,9 +414,11 @@ def _decide_profile(record: dict[str, Any], state: State, policy: CompiledPolicy
             missing = [p for p in route.purposes if not granted.get(p)]
             if missing:
                 reasons[route.destination] = "consent_missing:" + ",".join(missing)
-            elif route.predicate(facts):
+            elif _holds(route.predicate, facts, f"routing.{route.destination}", errors):
                 chosen.append(route.destination)
                 reasons[route.destination] = "sent"
+            elif errors and errors[-1]["rule"] == f"routing.{route.destination}":
+                reasons[route.destination] = "condition_error"  # fail-closed: never delivered on an error
             else:
                 reasons[route.destination] = "condition_false"
     ledger["destinations"] = reasons
@@ -391,7 +428,7 @@ def _decide_profile(record: dict[str, Any], state: State, policy: CompiledPolicy
     outputs: list[Output] = []
     # Personalization decision (compacted `decisions` topic keyed by profile): only with consent, only on change.
     if granted.get("personalization") and chosen:
-        segment = next((s for s in policy.segments if s.predicate(facts)), None)
+        segment = next((s for s in policy.segments if _holds(s.predicate, facts, f"segment.{s.id}", errors)), None)
         if segment is not None and state.get("segment") != segment.id:
             state.set("segment", segment.id)
             ledger["decision"] = {"segment": segment.id, "action": segment.action}
@@ -401,6 +438,8 @@ def _decide_profile(record: dict[str, Any], state: State, policy: CompiledPolicy
                 "policy_version": policy.version, "decided_at": _iso(datetime.now(UTC)),
             }))
 
+    if not errors:
+        del ledger["errors"]
     if chosen:
         for destination in chosen:
             outputs.append(Output(destination, record["profile_id"], record))
@@ -418,5 +457,5 @@ def _decide_profile(record: dict[str, Any], state: State, policy: CompiledPolicy
         "policy_version": policy.version, "consent": granted, "destinations": [], "is_bot": False,
         "raw_partition": record["raw_partition"], "raw_offset": record["raw_offset"], "features": {},
         "ledger": {"policy_version": policy.version, "destinations": reasons, "purposes": granted,
-                   "decision": "suppressed"},
+                   "decision": "suppressed", **({"errors": errors} if errors else {})},
     })]

@@ -81,13 +81,23 @@ class LinearModel:
     threshold: float | None = None
     mode: str = "enforce"
 
+    def __post_init__(self) -> None:
+        lengths = {len(self.features), len(self.log1p), len(self.mean), len(self.scale), len(self.coef)}
+        if len(lengths) != 1:
+            raise ValueError(f"model {self.name}: features, transforms, mean, scale and coef differ in length")
+        # One tuple per feature, so score() walks one sequence (it runs twice per event).
+        object.__setattr__(self, "_terms", tuple(zip(self.features, self.log1p, self.mean, self.scale, self.coef,
+                                                     strict=True)))
+
     def score(self, facts: Mapping[str, Any]) -> float:
         z = self.intercept
-        for name, use_log, mu, sd, w in zip(self.features, self.log1p, self.mean, self.scale, self.coef, strict=True):
-            x = facts.get(name)
-            x = float(x) if isinstance(x, int | float) else 0.0
+        get = facts.get
+        for name, use_log, mu, sd, w in self._terms:  # type: ignore[attr-defined]
+            x: Any = get(name)
+            if x.__class__ is not float:
+                x = float(x) if isinstance(x, int | float) else 0.0
             if use_log:
-                x = math.log1p(max(x, 0.0))
+                x = math.log1p(x) if x > 0.0 else 0.0
             z += w * (x - mu) / sd
         if z >= 0:
             return 1.0 / (1.0 + math.exp(-z))

@@ -5,10 +5,17 @@ Topology (ARCHITECTURE.md, "Keys, state and scale-out")::
     events.raw (key: device) ─ decide_device [state: identity, session, device consent]
         ├─ events.dlq          invalid, with reason and original bytes
         ├─ events.quarantine   bots, with reasons
-        └─ group_by(profile) ─ decide_profile [state: consent, segment]
+        ├─ events.suppressed   erased people, client retries (keyed by event id)
+        └─ events.by_profile (key: profile) ─ decide_profile [state: consent, segment]
                ├─ dest.warehouse / dest.marketing / dest.sales   (key: profile)
                ├─ events.suppressed                               no destination may receive it (ledger only)
                └─ decisions                                       per-profile personalization (compacted)
+
+Each stage ends in one ``to_topic`` whose topic is chosen per output: no filter branches (Quix pickles and
+unpickles the value once per extra branch: ~a third of the worker's time with nine branches, bench_hotpath.py).
+``events.by_profile`` is the repartition, declared as a platform topic instead of Quix's ``group_by`` so that the
+same single routing step feeds it. A stage that raises on an event (a bug, never bad input: that is the DLQ's
+``schema``/``invalid_json``/… path) sends that event to the DLQ with reason ``processing_error`` and goes on.
 
 Run one or many: ``python -m streaming.worker`` (every worker joins the same consumer group; scale = partitions).
 """
@@ -22,28 +29,49 @@ from typing import Any
 from quixstreams import Application
 from quixstreams.context import message_context
 from quixstreams.models import TopicConfig
+from quixstreams.models.serializers import SerializationContext, Serializer
+from quixstreams.utils.json import dumps as json_dumps
 
 from streaming import settings as topics
 from streaming.broker import create_topics, fast_group_consumer_config, topic_specs
+from streaming.contract import InvalidEvent
 from streaming.control import PolicyReader
-from streaming.pipeline import Origin, decide_device, decide_profile
+from streaming.pipeline import Origin, dead_letter, decide_device, decide_profile
 from streaming.policy import PolicyHolder
 from streaming.recovery import use_true_high_watermarks
 from streaming.settings import StreamingSettings, load_settings
 
 logger = logging.getLogger(__name__)
 
-STAGE2_TOPICS = (*topics.DESTINATIONS, topics.SUPPRESSED, topics.DECISIONS)
+#: Topics a stage may route an output to (``streaming.pipeline.Output.topic``); "profile" means the repartition.
+OUTPUT_TOPICS = (topics.DLQ, topics.QUARANTINE, topics.SUPPRESSED, topics.DECISIONS, *topics.DESTINATIONS)
+PROFILE = "profile"
 
 
-def _is_topic(name: str) -> Any:
-    return lambda o: o["topic"] == name
+class RoutedSerializer(Serializer):
+    """Serializes the ``value`` of a routed output ``{"topic", "key", "value"}`` as JSON (Quix's own encoding)."""
+
+    def __call__(self, value: Any, ctx: SerializationContext) -> bytes:
+        return json_dumps(value["value"])
 
 
 def _topic_config(settings: StreamingSettings, name: str) -> TopicConfig:
     spec = topic_specs(settings)[settings.topic(name)]
     return TopicConfig(num_partitions=int(spec["partitions"]), replication_factor=settings.replication_factor,
                        extra_config={k: str(v) for k, v in spec.items() if k != "partitions"})
+
+
+def _routed(topic: str, key: bytes | None, value: dict[str, Any]) -> dict[str, Any]:
+    return {"topic": topic, "key": key, "value": value}
+
+
+def _failed(stage: str, exc: Exception, raw: bytes | None, origin: Origin, key: bytes | None) -> dict[str, Any]:
+    """A stage raised on this event: dead-letter it with the input it had, so it is counted and can be replayed."""
+    logger.exception("%s failed on the record at %s/%s: dead-lettered as processing_error", stage,
+                     origin.partition, origin.offset)
+    detail = f"{stage}: {type(exc).__name__}: {exc}"
+    out = dead_letter(raw, InvalidEvent("processing_error", detail), origin, key=key)
+    return _routed(topics.DLQ, key, out.value)
 
 
 def build_app(settings: StreamingSettings, broker_address: str, holder: PolicyHolder, *,
@@ -63,38 +91,51 @@ def build_app(settings: StreamingSettings, broker_address: str, holder: PolicyHo
         loglevel="WARNING",
         processing_guarantee="at-least-once",
     )
+    routed = RoutedSerializer()
 
-    def topic(name: str, *, key: Any = "str", value: Any = "json") -> Any:
-        return app.topic(settings.topic(name), key_deserializer=key, key_serializer=key, value_deserializer=value,
-                         value_serializer=value, config=_topic_config(settings, name))
+    def topic(name: str) -> Any:
+        return app.topic(settings.topic(name), key_serializer="bytes", key_deserializer="bytes",
+                         value_serializer=routed, value_deserializer="json", config=_topic_config(settings, name))
 
-    raw = topic(topics.RAW, key="bytes", value="bytes")
-    dlq = topic(topics.DLQ, key="bytes")
-    quarantine = topic(topics.QUARANTINE, key="bytes")
-    stage2_out = {name: topic(name) for name in STAGE2_TOPICS}
+    out_topics = {name: topic(name) for name in OUTPUT_TOPICS}
+    out_topics[PROFILE] = by_profile = topic(topics.BY_PROFILE)
+    raw = app.topic(settings.topic(topics.RAW), key_deserializer="bytes", value_deserializer="bytes",
+                    config=_topic_config(settings, topics.RAW))
 
     def stage1(value: bytes | None, key: bytes | None, _ts: int, _headers: Any, state: Any) -> dict[str, Any]:
         ctx = message_context()
-        out = decide_device(value, state, holder.current, secret=secret,
-                            origin=Origin(ctx.partition, ctx.offset), key=key)
-        return {"topic": out.topic, "value": out.value}
+        origin = Origin(ctx.partition, ctx.offset)
+        try:
+            out = decide_device(value, state, holder.current, secret=secret, origin=origin, key=key)
+        except Exception as exc:  # noqa: BLE001 - contained: the stream never stops for one event
+            return _failed("decide_device", exc, value, origin, key)
+        if out.topic == PROFILE:
+            return _routed(PROFILE, out.key.encode("utf-8") if out.key else None, out.value)
+        if out.topic == topics.SUPPRESSED:
+            # Stage-1 suppressions (erased people, client retries) are keyed by event id: no identifier in the key.
+            return _routed(out.topic, str(out.value["event_id"]).encode("utf-8"), out.value)
+        return _routed(out.topic, key, out.value)  # DLQ and quarantine keep the raw key
 
-    def stage2(value: dict[str, Any], state: Any) -> list[dict[str, Any]]:
-        return [{"topic": o.topic, "value": o.value} for o in decide_profile(value, state, holder.current)]
+    def stage2(value: dict[str, Any], key: bytes | None, _ts: int, _headers: Any,
+               state: Any) -> list[dict[str, Any]]:
+        try:
+            outs = decide_profile(value, state, holder.current)
+        except Exception as exc:  # noqa: BLE001 - contained, as in stage 1
+            ctx = message_context()
+            raw = json_dumps(value)
+            origin = Origin(value.get("raw_partition", ctx.partition), value.get("raw_offset", ctx.offset)) \
+                if isinstance(value, dict) else Origin(ctx.partition, ctx.offset)
+            return [_failed("decide_profile", exc, raw, origin, key)]
+        return [_routed(o.topic, o.key.encode("utf-8") if o.key else key, o.value) for o in outs]
 
-    sdf = app.dataframe(raw)
-    decided = sdf.apply(stage1, stateful=True, metadata=True)
-    decided.filter(lambda o: o["topic"] == topics.DLQ).apply(lambda o: o["value"]).to_topic(dlq)
-    decided.filter(lambda o: o["topic"] == topics.QUARANTINE).apply(lambda o: o["value"]).to_topic(quarantine)
-    # Stage-1 suppressions (erased people, client retries) are keyed by event id: no identifier in the key.
-    decided.filter(lambda o: o["topic"] == topics.SUPPRESSED).apply(lambda o: o["value"]).to_topic(
-        stage2_out[topics.SUPPRESSED], key=lambda v: v["event_id"])
-    profiles = decided.filter(lambda o: o["topic"] == "profile").apply(lambda o: o["value"])
-    profiles = profiles.group_by(lambda v: v["profile_id"], name="profile", key_serializer="str",
-                                 key_deserializer="str")
-    routed = profiles.apply(stage2, stateful=True, expand=True)
-    for name, out_topic in stage2_out.items():
-        routed.filter(_is_topic(name)).apply(lambda o: o["value"]).to_topic(out_topic)
+    def choose(value: dict[str, Any], _key: Any, _ts: int, _headers: Any) -> Any:
+        return out_topics[value["topic"]]
+
+    def key_of(value: dict[str, Any]) -> Any:
+        return value["key"]
+
+    app.dataframe(raw).apply(stage1, stateful=True, metadata=True).to_topic(choose, key=key_of)
+    app.dataframe(by_profile).apply(stage2, stateful=True, metadata=True, expand=True).to_topic(choose, key=key_of)
     return app
 
 

@@ -6,7 +6,7 @@ sustainable settings of STACK-FACTS.md (load producer linger 50 ms; Quix produce
 commit interval 1 s; readers fetch wait 20 ms). Variants:
 
 * ``passthrough`` – a bare Quix app: raw bytes of ``events.raw`` → one output topic, same app settings;
-* ``full``        – ``streaming.worker.build_app`` (two stages, ``group_by`` profile) with a policy that carries a
+* ``full``        – ``streaming.worker.build_app`` (two stages, repartitioned by profile) with a policy that carries a
   propensity model (a logistic doc with plausible coefficients) and a shadow bot model;
 * ``nomodel``     – the same policy without models.
 
