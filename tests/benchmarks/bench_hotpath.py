@@ -8,7 +8,12 @@ commit interval 1 s; readers fetch wait 20 ms). Variants:
 * ``passthrough`` – a bare Quix app: raw bytes of ``events.raw`` → one output topic, same app settings;
 * ``full``        – ``streaming.worker.build_app`` (two stages, repartitioned by profile) with a policy that carries a
   propensity model (a logistic doc with plausible coefficients) and a shadow bot model;
-* ``nomodel``     – the same policy without models.
+* ``nomodel``     – the same policy without models;
+* ``skeleton``    – the worker's own topology and wiring (``build_app``: stage 1 stateful by device, repartition
+  through ``events.by_profile``, stage 2 stateful by profile, one output) with the decisions replaced by a state
+  read + write and a small record: what the two stateful stages and the repartition cost without any logic. The
+  baseline STACK-FACTS.md names for a repartitioned pipeline (≈ 0.6× a one-step app); ``full ÷ skeleton`` is
+  what the first-mile logic itself costs.
 
 Parts:
 
@@ -56,7 +61,7 @@ QUIX_LINGER_MS = 10      # >= 10 with a repartition (STACK-FACTS); the same for 
 QUIX_FETCH_WAIT_MS = 20  # Tansu's sustainable minimum
 LOAD_LINGER_MS = 50
 READER_FETCH_WAIT_MS = 20
-VARIANTS = ("passthrough", "full", "nomodel")
+VARIANTS = ("passthrough", "skeleton", "full", "nomodel")
 #: Events of the adversarial pass (every user agent new): each costs a user-agent parse, so keep it short.
 UNIQUE_UA_EVENTS = 5000
 
@@ -359,6 +364,27 @@ def passthrough_app(settings: Any, address: str, state_dir: str) -> Any:
     return app
 
 
+def skeleton_device(raw: bytes | None, state: Any, policy: Any, *, secret: bytes, origin: Any,
+                    key: bytes | None) -> Any:
+    """Stage 1 of the ``skeleton`` variant: one state read and write per event, a small record, no decisions."""
+    from streaming.pipeline import Output
+
+    seen = state.get("device") or {"n": 0}
+    state.set("device", {"n": seen["n"] + 1})
+    profile = (key or b"-").decode("utf-8", "replace")
+    return Output("profile", profile, {"profile_id": profile, "raw_partition": origin.partition,
+                                       "raw_offset": origin.offset, "n": seen["n"]})
+
+
+def skeleton_profile(record: dict[str, Any], state: Any, policy: Any) -> list[Any]:
+    from streaming import settings as topics
+    from streaming.pipeline import Output
+
+    seen = state.get("profile") or {"n": 0}
+    state.set("profile", {"n": seen["n"] + 1})
+    return [Output(topics.DEST_WAREHOUSE, record["profile_id"], record)]
+
+
 def role_worker(args: argparse.Namespace) -> None:
     """The app under test, in its own process: prints READY, runs until SIGTERM."""
     from streaming import bots, enrich
@@ -369,6 +395,12 @@ def role_worker(args: argparse.Namespace) -> None:
     state_dir = str(tmp / f"state-{args.variant}-{uuid.uuid4().hex[:6]}")
     if args.variant == "passthrough":
         app = passthrough_app(settings, args.broker, state_dir)
+    elif args.variant == "skeleton":
+        import streaming.worker as worker_module
+
+        worker_module.decide_device = skeleton_device  # type: ignore[assignment]
+        worker_module.decide_profile = skeleton_profile  # type: ignore[assignment]
+        app = build_app(settings, args.broker, holder_for("nomodel"), state_dir=state_dir)
     else:
         enrich.warm()
         bots.crawler_matcher()  # ~1 s to compile: not on the first event
@@ -664,6 +696,13 @@ def report(res: dict[str, Any]) -> str:
                          f"{fmt(cpu_ratio, '.2f'):>12}" + ("" if t["complete"] else "  INCOMPLETE"))
         lines.append("   target: full ≥ 0.6× passthrough (events/s).  '× pass CPU' = passthrough worker CPU/event ÷ "
                      "this variant's (rate if the worker had a core to itself)")
+        by_variant = {t["variant"]: t for t in res["throughput"]}
+        skeleton, full = by_variant.get("skeleton"), by_variant.get("full")
+        if skeleton and full and skeleton["events_per_s"]:
+            lines.append(f"   relative to the repartitioned topology without logic (skeleton, STACK-FACTS' baseline): "
+                         f"full {full['events_per_s'] / skeleton['events_per_s']:.2f}× events/s; the logic costs "
+                         f"{full['worker_cpu_us_per_event'] - skeleton['worker_cpu_us_per_event']:.0f} µs of worker "
+                         f"CPU per event, the topology {skeleton['worker_cpu_us_per_event']:.0f}")
         lines.append("")
     if res.get("latency"):
         lines.append(f"3. end-to-end latency, produce → first output, {fmt(res['rate'])} ev/s for "
@@ -676,6 +715,10 @@ def report(res: dict[str, Any]) -> str:
                          f"{fmt(lat['first_half_p99_ms']):>10}{fmt(lat['second_half_p99_ms']):>10}"
                          f"{fmt(lat['worker_cpu_share'] * 100):>11}%{fmt(lat['broker_cpu_share'] * 100):>11}%")
         by = {lat["variant"]: lat for lat in res["latency"]}
+        if "skeleton" in by and "full" in by:
+            a, b = by["skeleton"], by["full"]
+            lines.append(f"   the logic adds to the skeleton: p50 {fmt(b['p50_ms'] - a['p50_ms'], '+.0f')} ms, p99 "
+                         f"{fmt(b['p99_ms'] - a['p99_ms'], '+.0f')} ms")
         if "passthrough" in by and "full" in by:
             a, b = by["passthrough"], by["full"]
             lines.append(f"   pipeline adds: p50 {fmt(b['p50_ms'] - a['p50_ms'], '+.0f')} ms, p99 "
@@ -715,7 +758,7 @@ def main_bench(args: argparse.Namespace) -> None:
                       f"({tp['done']}/{tp['events']})", flush=True)
         if "latency" in args.parts:
             res["latency"] = []
-            for variant in ("passthrough", "full"):
+            for variant in ("passthrough", "skeleton", "full"):
                 res["latency"].append(run_latency(variant, events_file, tmp, args.rate, args.duration))
                 lat = res["latency"][-1]
                 print(f"[{time.monotonic() - t:5.1f}s] latency {variant}: p50 {lat['p50_ms']:.0f} / p99 "
