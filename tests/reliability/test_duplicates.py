@@ -7,7 +7,10 @@ another device). Asserted after the hot path and a real ``dbt build``:
   ``duplicate_event_id`` and never reach a destination;
 * natural duplicates after the warehouse dedupe = 0 (one row per event_id in every per-event model), and the row
   the dedupe keeps for a delivered event is the delivered event, not a ledger-only suppression record;
-* conflicting reuse is flagged (dbt model ``event_id_conflicts``), and natural retries are not.
+* conflicting reuse is flagged (dbt model ``event_id_conflicts``), and natural retries are not;
+* a robot reusing other people's ids does not replace their events (B7, fixed: ``stg_decided`` keeps one row per
+  id and device; the later device's row is kept as ``<event_id>@<device_id>``), and session features stay equal to
+  the hot path's for the victims and the robot.
 """
 
 from __future__ import annotations
@@ -120,13 +123,9 @@ def test_natural_retries_are_not_flagged_as_conflicts(traffic):
     assert not ids & flagged
 
 
-MERGE_BUG = ("B7: stg_decided dedupes on event_id alone, so a robot reusing another person's event_id merges two "
-             "different events: whichever arrived first wins and the other device loses its event (its later "
-             "session features then disagree with the hot path in feature_parity)")
-
-
-@pytest.mark.xfail(strict=True, reason=MERGE_BUG)
 def test_reuse_by_another_device_does_not_drop_the_victims_event(traffic):
+    """B7 (found by this suite, fixed): stg_decided deduped on event_id alone, so whichever of the victim's and the
+    robot's events arrived first won and the other device lost its event."""
     stolen = {m["event_id"] for m in traffic.meta if m["kind"] == "robot_reuse"}
     con = con_of(traffic)
     try:
@@ -134,6 +133,11 @@ def test_reuse_by_another_device_does_not_drop_the_victims_event(traffic):
         con.executemany("insert into stolen values (?)", [(e,) for e in stolen])
         kept_robot = con.execute("select count(*) from stg_decided join stolen using (event_id) "
                                  "where device_id = 'robot-0002'").fetchone()[0]
+        robot_kept_apart = con.execute("select count(*) from stg_decided join stolen on sent_event_id = "
+                                       "stolen.event_id where device_id = 'robot-0002' and event_id_reused"
+                                       ).fetchone()[0]
+        victims_kept = con.execute("select count(*) from stg_decided join stolen using (event_id) "
+                                   "where device_id <> 'robot-0002'").fetchone()[0]
         victims = con.execute("select count(distinct device_id) from stg_lake_decided join stolen using (event_id) "
                               "where device_id <> 'robot-0002'").fetchone()[0]
         mismatched = con.execute(
@@ -142,5 +146,7 @@ def test_reuse_by_another_device_does_not_drop_the_victims_event(traffic):
     finally:
         con.close()
     figure("8 duplicates: merged reuse", f"{len(stolen)} event ids of {victims} people reused by a robot",
-           victims_events_replaced_by_the_robots=kept_robot, parity_mismatches_on_victims_and_robot=mismatched)
+           victims_events_replaced_by_the_robots=kept_robot, victims_events_kept=victims_kept,
+           robots_events_kept_apart=robot_kept_apart, parity_mismatches_on_victims_and_robot=mismatched)
     assert kept_robot == 0 and mismatched == 0
+    assert victims_kept == len(stolen) and robot_kept_apart >= 1

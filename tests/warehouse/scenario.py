@@ -133,7 +133,7 @@ def build(lake: Path) -> Scenario:
     sc.add("events", ts=t + timedelta(minutes=25), device="anon-r1", event_id="ev-reused")
     sc.add("events", ts=t + timedelta(minutes=26), device="anon-r2", event_id="ev-reused",
            type_="track", name="Signed Up")
-    # the second delivery of the reused id loses dedupe; drop its hot-path features from the parity set
+    # another device's event under the same id: kept apart as ev-reused@anon-r2, not merged (B7)
     sc.streams["events"][-1]["received_at"] = (t + timedelta(hours=1)).isoformat()
 
     # --- the profile to erase --------------------------------------------------------------------------------
@@ -174,15 +174,26 @@ def build(lake: Path) -> Scenario:
 
 
 def unique_events(sc: Scenario) -> list[dict[str, Any]]:
-    """The events the warehouse keeps: first delivery per event id (earliest received_at, then Kafka offset)."""
-    first: dict[str, dict[str, Any]] = {}
+    """The events the warehouse keeps: the first delivery per event id and device (earliest received_at, then Kafka
+    offset); an id another device used first (a person's event over a quarantined bot's) is kept as
+    ``<event_id>@<device_id>``, with ``sent_event_id`` the id as sent."""
+    first: dict[tuple[str, str], dict[str, Any]] = {}
     for stream, records in sc.streams.items():
         for r in records:
             key = (r["received_at"], r["kafka_offset"])
-            known = first.get(r["event_id"])
+            slot = (r["event_id"], r.get("device_id") or "")
+            known = first.get(slot)
             if known is None or key < (known["received_at"], known["kafka_offset"]):
-                first[r["event_id"]] = dict(r, stream=stream)
-    return list(first.values())
+                first[slot] = dict(r, stream=stream, sent_event_id=r["event_id"])
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for r in first.values():
+        by_id.setdefault(r["event_id"], []).append(r)
+    out = []
+    for rows in by_id.values():
+        rows.sort(key=lambda r: (r["stream"] == "quarantine", r["received_at"], r["kafka_offset"]))
+        out.append(rows[0])
+        out += [dict(r, event_id=f"{r['event_id']}@{r.get('device_id') or ''}") for r in rows[1:]]
+    return out
 
 
 def python_features(events: list[dict[str, Any]]) -> dict[str, tuple[str, dict[str, float]]]:

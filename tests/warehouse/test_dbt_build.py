@@ -87,8 +87,10 @@ def test_reused_event_id_is_flagged_not_merged(built: Built) -> None:
     conflicts = rows(built.con, "select * from event_id_conflicts")
     assert [c["event_id"] for c in conflicts] == ["ev-reused"]
     assert conflicts[0]["device_ids"] == "anon-r1,anon-r2"
-    kept = rows(built.con, "select device_id from stg_decided where event_id = 'ev-reused'")
-    assert kept == [{"device_id": "anon-r1"}]
+    kept = rows(built.con, "select event_id, device_id, event_id_reused from stg_decided "
+                           "where sent_event_id = 'ev-reused' order by event_id")
+    assert kept == [{"event_id": "ev-reused", "device_id": "anon-r1", "event_id_reused": False},
+                    {"event_id": "ev-reused@anon-r2", "device_id": "anon-r2", "event_id_reused": True}]
 
 
 def test_backfilled_event_keeps_its_event_date(built: Built) -> None:

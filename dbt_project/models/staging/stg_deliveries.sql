@@ -37,14 +37,30 @@ renamed as (
 deduplicated as (
     select * from renamed
     where event_id is not null
-    qualify row_number() over (partition by event_id, destination order by received_at, kafka_offset) = 1
+    qualify row_number() over (
+        partition by event_id, coalesce(device_id, ''), destination order by received_at, kafka_offset
+    ) = 1
+),
+
+warehouse_ids as (
+    -- an id two devices sent is two events: take the id stg_decided gave this device's event
+    select sent_event_id, device_id, event_id from {{ ref('stg_decided') }}
+    where event_id_reused
+),
+
+keyed as (
+    select deduplicated.* replace (coalesce(warehouse_ids.event_id, deduplicated.event_id) as event_id)
+    from deduplicated
+    left join warehouse_ids
+        on warehouse_ids.sent_event_id = deduplicated.event_id
+       and warehouse_ids.device_id = deduplicated.device_id
 ),
 
 final as (
     select
         event_id || ' -> ' || destination as delivery_id,
         *
-    from deduplicated
+    from keyed as deduplicated
     where not exists (
         select 1 from erased
         where erased.identifier_value in (deduplicated.profile_id, deduplicated.device_id)
