@@ -115,6 +115,16 @@ def _is_ipv6(candidate: str) -> bool:
         return False
 
 
+def pseudonymous_id(value: str | None, secret: bytes) -> str | None:
+    """An identifier that is itself PII (an email or a phone number used as ``userId``, which many trackers do) is
+    replaced by its keyed hash; any other identifier is kept. Deterministic: stitching and joins still work."""
+    if not value:
+        return value
+    if ("@" in value and EMAIL_RE.fullmatch(value.strip())) or _looks_like_phone(value):
+        return keyed_hash(value, secret)
+    return value
+
+
 def scrub_url(url: str | None, secret: bytes) -> str | None:
     """URLs carry PII in query strings (``?email=``): keep scheme, host and path only."""
     if not url:

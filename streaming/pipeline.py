@@ -222,6 +222,10 @@ def _decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, s
         event = parse_raw(raw)
     except InvalidEvent as exc:
         return dead_letter(raw, exc, origin, key=key)
+    # An email or phone number used as an identifier is PII too: hashed before it reaches state, keys or outputs.
+    event.anonymous_id = pii.pseudonymous_id(event.anonymous_id, secret)
+    event.user_id = pii.pseudonymous_id(event.user_id, secret)
+    event.previous_id = pii.pseudonymous_id(event.previous_id, secret)
 
     device_id = event.device_id
     if state.get("erased") or (policy.erased_ids and (event.anonymous_id in policy.erased_ids

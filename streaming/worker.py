@@ -114,7 +114,9 @@ def build_app(settings: StreamingSettings, broker_address: str, holder: PolicyHo
         if out.topic == topics.SUPPRESSED:
             # Stage-1 suppressions (erased people, client retries) are keyed by event id: no identifier in the key.
             return _routed(out.topic, str(out.value["event_id"]).encode("utf-8"), out.value)
-        return _routed(out.topic, key, out.value)  # DLQ and quarantine keep the raw key
+        if out.topic == topics.QUARANTINE:
+            return _routed(out.topic, str(out.key).encode("utf-8"), out.value)  # the device, PII-free
+        return _routed(out.topic, key, out.value)  # the DLQ (raw tier) keeps the raw key
 
     def stage2(value: dict[str, Any], key: bytes | None, _ts: int, _headers: Any,
                state: Any) -> list[dict[str, Any]]:

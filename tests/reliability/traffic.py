@@ -188,11 +188,11 @@ def build(platform: Platform) -> Traffic:
         if device in skewed:
             payload = _shift(payload, skewed[device])
             m["skew_s"] = skewed[device]
-        if device in canary_devices and canary_count < 24:
+        if device in canary_devices and canary_count < 30:
             i = canary_devices.index(device)
             email, phone, ip = CANARY_EMAILS[i], CANARY_PHONES[i], ips[i]
             payload = {**payload, "context": {**payload["context"], "ip": ip}}
-            where = canary_count % 4
+            where = canary_count % 5
             if where == 0:
                 payload["traits"] = {**(payload.get("traits") or {}), "email": email, "phone": phone,
                                      "contact": {"work_email": email, "mobile": phone}}
@@ -203,12 +203,14 @@ def build(platform: Platform) -> Traffic:
                 payload["properties"] = {**(payload.get("properties") or {}),
                                          "note": f"please call {phone} or write to {email} (from {ip})",
                                          "search": f"orders of {email}"}
+            elif where == 4:  # trackers often use the email as the user id: it is the profile key then
+                payload["userId"] = email
             else:
                 page = dict(payload["context"].get("page") or {"path": "/"})
                 page["url"] = f"{simulator.SITE}/account?email={email}&phone={phone.replace(' ', '')}"
                 payload["context"] = {**payload["context"], "page": page}
                 payload["properties"] = {**(payload.get("properties") or {}), "url": page["url"]}
-            m["canary"] = ("traits", "properties", "free_text", "page_url")[where]
+            m["canary"] = ("traits", "properties", "free_text", "page_url", "user_id")[where]
             canary_count += 1
         record = from_segment(payload, source_id="reliability", received_at=ev.send_at)
         key = (record.get("anonymous_id") or record.get("user_id") or "").encode()

@@ -9,7 +9,7 @@ import pytest
 from streaming import settings as topics
 from streaming.contract import from_segment
 from streaming.pipeline import DictState, Origin, decide_device, decide_profile
-from streaming.policy import bootstrap_policy, compile_policy
+from streaming.policy import bootstrap_policy, compile_policy, seal
 
 SECRET = b"test-secret-123"
 CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -205,3 +205,53 @@ def test_merge_cycles_are_rejected_naming_the_field():
 
     with pytest.raises(PolicyError, match="identity_merges: cycle"):
         _policy_with(identity_merges={"a": "b", "b": "a"})
+
+
+def test_an_email_or_phone_used_as_user_id_never_leaves_in_clear(policy):
+    hot = Hot(policy)
+    outs = hot.send(wire(1, anon="dev-1", user="Jane.Doe@Example.com", type_="identify"), key="dev-1")
+    outs += hot.send(wire(2, anon="dev-2", user="jane.doe@example.com"), key="dev-2")
+    outs += hot.send(wire(3, anon="+1 (555) 123-4567", user=None), key="+1 (555) 123-4567")
+    profiles = {o.value["profile_id"] for o in outs[:2] if o.topic in topics.DESTINATIONS}
+    assert len(profiles) == 1 and next(iter(profiles)).startswith("h:")  # one person, stitched, pseudonymous
+    phone_out = [o for o in outs if o.value.get("anonymous_id") and o.value["anonymous_id"].startswith("h:")]
+    assert phone_out and all(o.key.startswith("h:") for o in phone_out)
+    # (the test's message ids embed the anonymous id: real ones are UUIDs)
+    dumped = orjson.dumps([{k: v for k, v in o.value.items() if k != "event_id"} for o in outs]
+                          + [o.key for o in outs]).lower()
+    state = orjson.dumps([s.data for s in (*hot.devices.values(), *hot.profiles.values())]).lower()
+    for clear in (b"jane.doe@example.com", b"555", b"123-4567"):
+        assert clear not in dumped and clear not in state
+
+
+def test_a_rule_or_route_that_raises_is_contained_and_flagged():
+    doc = bootstrap_policy()
+    doc["policy_version"] = 2
+    doc["rules"].append({"id": "bot.overflow", "kind": "bot", "mode": "enforce",
+                         "when": {">": [{"+": [{"var": "revenue"}, 10 ** 400]}, 0]}})
+    doc["routing"]["dest.sales"] = {"purposes": ["sales"], "when": {">": [{"*": [{"var": "revenue"}, 10 ** 400]}, 1]}}
+    hot = Hot(compile_policy(seal(doc)))
+    order = hot.send(wire(1, event="Order Completed", properties={"revenue": 900.0}))
+    view = hot.send(wire(2, event="Product Viewed"))
+    assert {o.topic for o in order} == {topics.DEST_WAREHOUSE, topics.DEST_MARKETING}  # not quarantined, no sales
+    ledger = order[0].value["ledger"]
+    assert {e["rule"] for e in ledger["errors"]} == {"bot.overflow", "routing.dest.sales"}
+    assert all(e["error"].startswith("OverflowError") for e in ledger["errors"])
+    assert ledger["destinations"]["dest.sales"] == "condition_error"
+    assert "bot.overflow" not in ledger["rules_fired"]
+    assert all("errors" not in o.value["ledger"] for o in view)  # events the rule does not break are unflagged
+
+
+def test_a_model_that_raises_is_skipped_and_flagged(policy):
+    import dataclasses
+
+    class Broken:
+        name = "propensity"
+
+        def score(self, facts):
+            raise ZeroDivisionError("simulated")
+
+    hot = Hot(dataclasses.replace(policy, propensity=Broken()))
+    outs = hot.send(wire(1))
+    assert outs[0].topic in topics.DESTINATIONS and outs[0].value["score"] is None
+    assert outs[0].value["ledger"]["errors"] == [{"rule": "model.propensity", "error": "ZeroDivisionError: simulated"}]
