@@ -151,7 +151,14 @@ def _parse_time(value: Any, field: str) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise InvalidEvent("schema", f"`{field}` is not an ISO 8601 timestamp: {value[:40]!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if not parsed.tzinfo:
+        return parsed.replace(tzinfo=UTC)
+    # In UTC here, so an offset at the range's edge (0001-01-01T00:00+05:00) is this field's InvalidEvent, not an
+    # OverflowError from _iso later (found by scenario 11's fuzzer).
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise InvalidEvent("schema", f"`{field}` is out of range in UTC: {value[:40]!r}") from None
 
 
 def _iso(value: datetime) -> str:
@@ -168,7 +175,8 @@ def from_segment(payload: dict[str, Any], *, source_id: str, received_at: dateti
     if not isinstance(payload, dict):
         raise InvalidEvent("schema", "an event must be a JSON object")
     raw_type = payload.get("type") or kind
-    if raw_type not in _SEGMENT_TYPES:
+    # isinstance first: an object or array `type` made the lookup raise TypeError (found by scenario 11's fuzzer)
+    if not isinstance(raw_type, str) or raw_type not in _SEGMENT_TYPES:
         raise InvalidEvent("schema", f"`type` must be one of {sorted(_SEGMENT_TYPES)}, got {raw_type!r}")
     event_id = payload.get("messageId")
     if not isinstance(event_id, str) or not event_id:

@@ -6,7 +6,8 @@ requests (STACK-FACTS.md). Status codes (the OpenAPI document in :mod:`streaming
 * 200 ``{"success": true}`` – every event of the request was acknowledged by the broker (acks=all, idempotent);
 * 400 malformed JSON, not an object, nesting too deep, a contract error (a batch is rejected whole, naming the
   index and the field);
-* 401 missing or unknown write key (HTTP Basic user, password ignored, or ``writeKey`` in the body);
+* 401 missing or unknown write key (HTTP Basic user, password ignored, or ``writeKey`` in the body), decided before
+  any other answer: an unauthenticated caller learns nothing about its body (no 413/415/400);
 * 413 body over 512 KB (batch) / 32 KB (single call), or one event over 32 KB;
 * 415 a ``Content-Encoding`` other than identity or gzip;
 * 429 the write key's token bucket is empty (``Retry-After`` in seconds);
@@ -50,7 +51,7 @@ MAX_SINGLE_BYTES = MAX_EVENT_BYTES
 #: path → the event type the endpoint implies (None: a batch, each event carries its own ``type``).
 SINGLE_ROUTES: dict[str, str] = {
     "/v1/track": "track", "/v1/page": "page", "/v1/screen": "screen", "/v1/identify": "identify",
-    "/v1/alias": "alias", "/v1/consent": "consent",
+    "/v1/alias": "alias", "/v1/group": "group", "/v1/consent": "consent",
 }
 BATCH_ROUTES = frozenset({"/v1/batch", "/v1/import"})
 
@@ -265,35 +266,29 @@ class Collector:
                 declared = value
             elif name == b"content-encoding":
                 encoding = value.strip().lower()
+        # Authentication comes first. A header key is decided before the body is read (a bad one is a 401 whatever
+        # the body). Without one the key can only be in the body, and a caller we cannot authenticate must learn
+        # nothing about its body: whatever stops us from reading a body key (over the limit, an unsupported or
+        # broken encoding, malformed JSON, not an object) is a 401 too, never a 413/415/400. (Scenario 11 found
+        # unauthenticated callers answered 413/415/400 before 401.)
         wk: WriteKey | None = None
         if authorization is not None:
             wk = self._basic.get(authorization) or self._decode_basic(authorization)
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise Reject(413, "payload_too_large", f"body of {int(declared)} bytes exceeds {limit} bytes")
-        body = await _read_body(receive, limit)
-        if encoding not in (None, b"", b"identity"):
-            if encoding not in (b"gzip", b"x-gzip"):
-                raise Reject(415, "unsupported_encoding", "Content-Encoding must be gzip or identity")
-            body = _gunzip(body, limit)
         try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            if "depth limit" in str(exc):
-                raise Reject(400, "too_deep", "the JSON nests too deeply") from None
-            raise Reject(400, "invalid_json", f"malformed JSON: {exc}"[:300]) from None
-        if not isinstance(doc, dict):
-            raise Reject(400, "invalid_json", "the body must be a JSON object")
-        body_key = doc.get("writeKey")
-        if body_key is not None and not isinstance(body_key, str):
-            raise Reject(400, "schema", "`writeKey` must be a string", field="writeKey")
-        if wk is None:
-            if isinstance(body_key, str) and body_key:
-                wk = self.keys.get(body_key)
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise Reject(413, "payload_too_large", f"body of {int(declared)} bytes exceeds {limit} bytes")
+            doc = decode_body(await _read_body(receive, limit), encoding, limit)
+        except Reject:
             if wk is None:
-                if authorization is None and body_key is None:
-                    raise Reject(401, "unauthorized", "missing write key: send it as the HTTP Basic user name "
-                                                      "or as `writeKey` in the body")
-                raise Reject(401, "unauthorized", "unknown write key")
+                raise _unauthorized(missing=True) from None
+            raise
+        body_key = doc.get("writeKey")
+        if wk is None:
+            wk = self.keys.get(body_key) if isinstance(body_key, str) and body_key else None
+            if wk is None:
+                raise _unauthorized(missing=body_key is None)
+        elif body_key is not None and not isinstance(body_key, str):
+            raise Reject(400, "schema", "`writeKey` must be a string", field="writeKey")
 
         if kind is None:
             events = doc.get("batch")
@@ -339,6 +334,11 @@ class Collector:
                 parse_raw(value)  # the worker's own check: what we accept, the worker accepts
             except InvalidEvent as exc:
                 where = f"batch[{index}]: " if batch else ""
+                if exc.reason == "too_large":
+                    # Over the limit once in the internal schema (the stamped fields, a batch's merged context): a
+                    # 413 like every other size limit, not a 400 (scenario 11 found a 400 `too_large`).
+                    raise Reject(413, "payload_too_large", f"{where}the event exceeds {MAX_EVENT_BYTES} bytes "
+                                 "in the internal schema", index=index if batch else None) from None
                 raise Reject(400, exc.reason, f"{where}{exc.detail or exc.reason}"[:500],
                              index=index if batch else None, field=_field_of(exc.detail)) from None
             except (OverflowError, ValueError, TypeError, orjson.JSONEncodeError) as exc:
@@ -379,6 +379,31 @@ class Collector:
 
 class _ClientGone(Exception):
     pass
+
+
+def _unauthorized(*, missing: bool) -> Reject:
+    if missing:
+        return Reject(401, "unauthorized", "missing write key: send it as the HTTP Basic user name or as `writeKey` "
+                                           "in the body")
+    return Reject(401, "unauthorized", "unknown write key")
+
+
+def decode_body(body: bytes, encoding: bytes | None, limit: int) -> dict[str, Any]:
+    """A request body → its JSON object: gzip or identity, at most ``limit`` bytes once decompressed.
+    Raises :class:`Reject` (400, 413, 415) and nothing else (the fuzz harness holds it to that)."""
+    if encoding not in (None, b"", b"identity"):
+        if encoding not in (b"gzip", b"x-gzip"):
+            raise Reject(415, "unsupported_encoding", "Content-Encoding must be gzip or identity")
+        body = _gunzip(body, limit)
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):
+            raise Reject(400, "too_deep", "the JSON nests too deeply") from None
+        raise Reject(400, "invalid_json", f"malformed JSON: {exc}"[:300]) from None
+    if not isinstance(doc, dict):
+        raise Reject(400, "invalid_json", "the body must be a JSON object")
+    return doc
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:

@@ -32,7 +32,9 @@ _COLLECT_RESPONSES: dict[str, Any] = {
     "400": _response("Malformed JSON, a body that is not an object, nesting deeper than the contract allows, "
                      "or an event that breaks the contract. A batch is rejected whole: `index` and `field` name "
                      "the first offending event and field. Not retryable."),
-    "401": _response("Missing or unknown write key."),
+    "401": _response("Missing or unknown write key. Decided before anything about the body: without an "
+                     "`Authorization` header the key is read from the body, and a body that cannot be read (over "
+                     "the limit, unsupported encoding, malformed) is a 401 too."),
     "413": _response(f"Body over the limit (single call {MAX_EVENT_BYTES} bytes, batch 524288 bytes, after "
                      f"gzip decompression) or one batch event over {MAX_EVENT_BYTES} bytes."),
     "415": _response("A `Content-Encoding` other than `gzip` or `identity`."),
@@ -97,6 +99,10 @@ _EXTRAS: dict[str, tuple[str, dict[str, Any], tuple[str, ...]]] = {
     }, ()),
     "alias": ("Merges two identities: `previousId` becomes `userId`.", {
         "previousId": {"type": "string"},
+    }, ()),
+    "group": ("Ties the user to a group (an account, a company) and records the group's traits.", {
+        "groupId": {"oneOf": [{"type": "string", "minLength": 1}, {"type": "integer"}]},
+        "traits": _nested("Traits of the group."),
     }, ()),
     "consent": ("Grants or revokes consent purposes (or carries an IAB TCF v2 string).", {
         "consent": {"type": "object", "additionalProperties": {"type": "boolean"}, "minProperties": 1,
@@ -213,6 +219,7 @@ def openapi_document() -> dict[str, Any]:
             "/v1/screen": _collect("screen", "PageEvent", single + " Stored as a `page` event."),
             "/v1/identify": _collect("identify", "IdentifyEvent", single),
             "/v1/alias": _collect("alias", "AliasEvent", single),
+            "/v1/group": _collect("group", "GroupEvent", single),
             "/v1/consent": _collect("consent", "ConsentEvent", single),
             "/v1/batch": _collect("batch", "Batch", batch),
             "/v1/import": _collect("import", "Batch", batch + " Historical import: old timestamps are kept and "

@@ -364,6 +364,7 @@ def landing_duplicates(lake: Path) -> dict[str, int]:
                             ).fetchone()
         ids_dup = con.execute(f"select count(*) from (select event_id from ({union}) group by 1 having count(*) > 1)"
                               ).fetchone()
+        assert before is not None and after is not None and ids_dup is not None
         return {"rows": before[0], "event_ids": before[1], "duplicate_rows": before[0] - before[1],
                 "event_ids_duplicated": ids_dup[0], "duplicates_after_dedupe": after[0]}
     finally:

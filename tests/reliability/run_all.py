@@ -36,6 +36,9 @@ FULL_SIZES = {
     "ML_BOT_HEAD": 1,            # 6: train the bot head too (a second MLflow run to scan)
     "ERASED": 100,               # 7 erasure
     "ERASURE_USERS": 1000,
+    "ABUSE_CASES": 10_000,       # 11 collector abuse: schemathesis cases (≈ 4 min)
+    "ABUSE_SECONDS": 30,         # 11: seconds of the legitimate key alone, then under the flood
+    "FUZZ_RUNS": 200_000,        # 11: atheris runs on the event parsers (≈ 40 s)
 }
 
 

@@ -189,8 +189,8 @@ def test_health_readiness_and_openapi(collector: str) -> None:
     doc = httpx.get(f"{collector}/openapi.json").json()
     assert doc == json.loads(json.dumps(openapi_document()))
     assert doc["openapi"].startswith("3.")
-    for path in ("/v1/track", "/v1/page", "/v1/screen", "/v1/identify", "/v1/alias", "/v1/batch", "/v1/import",
-                 "/v1/consent"):
+    for path in ("/v1/track", "/v1/page", "/v1/screen", "/v1/identify", "/v1/alias", "/v1/group", "/v1/batch",
+                 "/v1/import", "/v1/consent"):
         assert set(doc["paths"][path]["post"]["responses"]) == {"200", "400", "401", "413", "415", "429", "503"}
     assert httpx.get(f"{collector}/nope").status_code == 404
     wrong = httpx.get(f"{collector}/v1/track")
@@ -310,6 +310,8 @@ def test_accepted_events_arrive_unchanged_apart_from_stamped_fields(broker: Embe
     single("/v1/identify", "identify", {"messageId": mid("i"), "anonymousId": "anon-2", "userId": "u-2",
                                         "traits": {"email": "a@b.test", "plan": {"tier": "pro"}}})
     single("/v1/alias", "alias", {"messageId": mid("a"), "userId": "u-2", "previousId": "anon-2"})
+    single("/v1/group", "group", {"messageId": mid("g"), "userId": "u-2", "groupId": "acme",
+                                  "traits": {"name": "Acme", "plan": "enterprise"}})
     single("/v1/consent", "consent", {"messageId": mid("c"), "anonymousId": "anon-2",
                                       "consent": {"analytics": True, "marketing": False}})
     # body-level writeKey, as analytics.js sends with text/plain
@@ -409,8 +411,8 @@ def test_schemathesis_finds_no_server_error(collector: str) -> None:
     headers = {"Authorization": basic(KEY)}
     operations = [result.ok() for result in schema.get_all_operations()]
     labels = {op.label for op in operations}
-    assert {f"POST /v1/{name}" for name in ("track", "page", "screen", "identify", "alias", "consent", "batch",
-                                            "import")} <= labels
+    assert {f"POST /v1/{name}" for name in ("track", "page", "screen", "identify", "alias", "group", "consent",
+                                            "batch", "import")} <= labels
     calls = 0
     for operation in operations:
         @settings(max_examples=50, deadline=None, database=None,
