@@ -115,7 +115,6 @@ def topic_specs(settings: StreamingSettings) -> dict[str, dict[str, str | int]]:
         topics.RAW: {"partitions": n, **base, "retention.ms": str(settings.raw_retention_ms)},
         # The DLQ keeps invalid events' original bytes (clear PII, for replay after a fix): raw tier, raw retention.
         topics.DLQ: {"partitions": n, **base, "retention.ms": str(settings.raw_retention_ms)},
-        topics.BY_PROFILE: {"partitions": n, **base, "retention.ms": str(settings.raw_retention_ms)},
         topics.QUARANTINE: {"partitions": n, **base},
         topics.SUPPRESSED: {"partitions": n, **base},
         topics.DECISIONS: {"partitions": n, **base, "cleanup.policy": "compact"},

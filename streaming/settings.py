@@ -17,8 +17,6 @@ from warehouse.layout import DataLayout
 # firstmile installations share one Kafka cluster.
 RAW = "events.raw"
 DLQ = "events.dlq"
-#: The repartition by profile between the worker's two stages (internal: scrubbed records, raw retention).
-BY_PROFILE = "events.by_profile"
 QUARANTINE = "events.quarantine"
 SUPPRESSED = "events.suppressed"
 DECISIONS = "decisions"

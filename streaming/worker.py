@@ -6,15 +6,14 @@ Topology (ARCHITECTURE.md, "Keys, state and scale-out")::
         ├─ events.dlq          invalid, with reason and original bytes
         ├─ events.quarantine   bots, with reasons
         ├─ events.suppressed   erased people, client retries (keyed by event id)
-        └─ events.by_profile (key: profile) ─ decide_profile [state: consent, segment]
+        └─ group_by(profile) ─ decide_profile [state: consent, segment]
                ├─ dest.warehouse / dest.marketing / dest.sales   (key: profile)
                ├─ events.suppressed                               no destination may receive it (ledger only)
                └─ decisions                                       per-profile personalization (compacted)
 
-Each stage ends in one ``to_topic`` whose topic is chosen per output: no filter branches (Quix pickles and
-unpickles the value once per extra branch: ~a third of the worker's time with nine branches, bench_hotpath.py).
-``events.by_profile`` is the repartition, declared as a platform topic instead of Quix's ``group_by`` so that the
-same single routing step feeds it. A stage that raises on an event (a bug, never bad input: that is the DLQ's
+Outputs leave through one ``to_topic`` per branch whose topic is chosen per output, not one filter branch per
+topic: Quix pickles and unpickles the value once per extra branch (nine branches cost about half the worker's CPU,
+bench_hotpath.py). A stage that raises on an event (a bug, never bad input: that is the DLQ's
 ``schema``/``invalid_json``/… path) sends that event to the DLQ with reason ``processing_error`` and goes on.
 
 Run one or many: ``python -m streaming.worker`` (every worker joins the same consumer group; scale = partitions).
@@ -98,7 +97,6 @@ def build_app(settings: StreamingSettings, broker_address: str, holder: PolicyHo
                          value_serializer=routed, value_deserializer="json", config=_topic_config(settings, name))
 
     out_topics = {name: topic(name) for name in OUTPUT_TOPICS}
-    out_topics[PROFILE] = by_profile = topic(topics.BY_PROFILE)
     raw = app.topic(settings.topic(topics.RAW), key_deserializer="bytes", value_deserializer="bytes",
                     config=_topic_config(settings, topics.RAW))
 
@@ -128,7 +126,8 @@ def build_app(settings: StreamingSettings, broker_address: str, holder: PolicyHo
             origin = Origin(value.get("raw_partition", ctx.partition), value.get("raw_offset", ctx.offset)) \
                 if isinstance(value, dict) else Origin(ctx.partition, ctx.offset)
             return [_failed("decide_profile", exc, raw, origin, key)]
-        return [_routed(o.topic, o.key.encode("utf-8") if o.key else key, o.value) for o in outs]
+        fallback = key.encode("utf-8") if isinstance(key, str) else key
+        return [_routed(o.topic, o.key.encode("utf-8") if o.key else fallback, o.value) for o in outs]
 
     def choose(value: dict[str, Any], _key: Any, _ts: int, _headers: Any) -> Any:
         return out_topics[value["topic"]]
@@ -136,8 +135,12 @@ def build_app(settings: StreamingSettings, broker_address: str, holder: PolicyHo
     def key_of(value: dict[str, Any]) -> Any:
         return value["key"]
 
-    app.dataframe(raw).apply(stage1, stateful=True, metadata=True).to_topic(choose, key=key_of)
-    app.dataframe(by_profile).apply(stage2, stateful=True, metadata=True, expand=True).to_topic(choose, key=key_of)
+    decided = app.dataframe(raw).apply(stage1, stateful=True, metadata=True)
+    decided.filter(lambda o: o["topic"] != PROFILE).to_topic(choose, key=key_of)
+    profiles = decided.filter(lambda o: o["topic"] == PROFILE).apply(lambda o: o["value"])
+    profiles = profiles.group_by(lambda v: v["profile_id"], name="profile", key_serializer="str",
+                                 key_deserializer="str")
+    profiles.apply(stage2, stateful=True, metadata=True, expand=True).to_topic(choose, key=key_of)
     return app
 
 

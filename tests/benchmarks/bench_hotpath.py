@@ -10,7 +10,7 @@ commit interval 1 s; readers fetch wait 20 ms). Variants:
   propensity model (a logistic doc with plausible coefficients) and a shadow bot model;
 * ``nomodel``     – the same policy without models;
 * ``skeleton``    – the worker's own topology and wiring (``build_app``: stage 1 stateful by device, repartition
-  through ``events.by_profile``, stage 2 stateful by profile, one output) with the decisions replaced by a state
+  by ``group_by``, stage 2 stateful by profile, one output) with the decisions replaced by a state
   read + write and a small record: what the two stateful stages and the repartition cost without any logic. The
   baseline STACK-FACTS.md names for a repartitioned pipeline (≈ 0.6× a one-step app); ``full ÷ skeleton`` is
   what the first-mile logic itself costs.
