@@ -287,12 +287,7 @@ def _decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, s
     fired: list[str] = []
     shadow: list[str] = []
     for rule in policy.bot_rules:
-        try:
-            hit = rule.predicate(facts)
-        except Exception as exc:  # noqa: BLE001 - contained: the rule counts as not fired, the event is flagged
-            errors.append(_rule_error(rule.id, exc))
-            continue
-        if hit:
+        if _holds(rule.predicate, facts, rule.id, errors):  # a rule that raises counts as not fired, and is flagged
             (fired if rule.mode == "enforce" else shadow).append(rule.id)
     if policy.bot_model and bot_score is not None and policy.bot_model.threshold is not None \
             and bot_score >= policy.bot_model.threshold:
