@@ -32,6 +32,7 @@ from streaming.broker import EmbeddedBroker, create_topics
 from streaming.control import publish_policy
 from streaming.pipeline import DictState, Origin, decide_device, decide_profile
 from streaming.policy import bootstrap_policy, compile_policy
+from streaming.recovery import end_by_consuming
 from streaming.settings import StreamingSettings
 from warehouse.lake import STREAMS, stream_glob
 
@@ -100,12 +101,14 @@ class Platform:
                    PYTHONPATH=str(REPO))
         return env
 
-    def spawn(self, name: str, module: str = "", *, data_dir: Path | None = None) -> subprocess.Popen[bytes]:
+    def spawn(self, name: str, module: str = "", *, data_dir: Path | None = None,
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start ``python -m module`` (default: the worker; FIRSTMILE_RELIABILITY_WORKER overrides its module).
-        ``data_dir``: the process's own data directory (a second worker on this machine needs its own state)."""
+        ``data_dir``: the process's own data directory (a second worker on this machine needs its own state);
+        ``env``: extra settings for this process (``FIRSTMILE_COMMIT_INTERVAL``, ...)."""
         module = module or os.environ.get("FIRSTMILE_RELIABILITY_WORKER", "streaming.worker")
         log = (self.data_dir / "logs" / f"{name}.log").open("ab")
-        env = self.env()
+        env = {**self.env(), **(env or {})}
         if data_dir is not None:
             data_dir.mkdir(parents=True, exist_ok=True)
             env["FIRSTMILE_DATA_DIR"] = str(data_dir)
@@ -247,6 +250,55 @@ def wait_for_progress(address: str, since: int, *, timeout: float = 60.0, group:
             return now
         time.sleep(0.2)
     raise AssertionError(f"group {group} made no progress past {since} within {timeout:.0f}s")
+
+
+def uncommitted(address: str, where: Iterable[tuple[int, int]] = (), *, group: str = "firstmile-worker",
+                topic: str = topics.RAW, then: Iterable[str] = ("repartition__",)) -> dict[str, int]:
+    """Records ``group`` has not committed yet: on ``topic`` up to the inputs ``where``, and once none is left
+    there, on every topic whose name starts with one of ``then`` (read to its true end, as Tansu's watermarks
+    under-report). {"topic[p]": count}; empty = none. Defaults: the worker (events.raw, then its repartition)."""
+    ends: dict[int, int] = {}
+    for part, off in where:
+        ends[part] = max(ends.get(part, 0), off + 1)
+    prefixes = tuple(then)
+    consumer = Consumer({"bootstrap.servers": address, "group.id": group, "enable.auto.commit": False})
+    try:
+        meta = consumer.list_topics(timeout=10)
+        names = [topic] + sorted(t for t in meta.topics if t != topic and t.startswith(prefixes))
+        tps = [TopicPartition(t, p) for t in names if t in meta.topics for p in meta.topics[t].partitions]
+        done = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10)}
+    finally:
+        consumer.close()
+    left = {f"{topic}[{p}]": end - done.get((topic, p), 0) for p, end in ends.items()
+            if end > done.get((topic, p), 0)}
+    if not left:  # a later stage only catches up once the first has nothing left
+        for (t, p), start in done.items():
+            if t != topic and (end := end_by_consuming(address, t, p, start)) > start:
+                left[f"{t}[{p}]"] = end - start
+    return left
+
+
+def wait_for_commits(address: str, where: Iterable[tuple[int, int]], *, timeout: float = 120.0,
+                     platform: Platform | None = None, watch: Iterable[str] = (), lake: bool = False) -> float:
+    """Block until the worker group has committed every input and everything its repartition topic holds (and,
+    with ``lake``, the lake sink every output); returns the seconds waited. The state in the changelogs is final
+    only then: a worker killed after it processed and delivered events but before its next checkpoint leaves them
+    uncommitted (their outputs are already in the lake), and its successor re-processes them once the group gives
+    it the partitions (at-least-once)."""
+    where = list(where)
+    start = time.monotonic()
+    left: dict[str, int] = {}
+    while time.monotonic() - start < timeout:
+        left = uncommitted(address, where)
+        if not left and lake:
+            left = uncommitted(address, group="firstmile-lake", then=OUTPUT_TOPICS)
+        if not left:
+            return time.monotonic() - start
+        for name in watch:
+            assert platform is not None and platform.alive(name), \
+                f"{name} died:\n{platform.log(name)[-1500:] if platform else ''}"
+        time.sleep(0.5)
+    raise AssertionError(f"records left uncommitted for {timeout:.0f}s: {left}")
 
 
 def list_topics(address: str) -> list[str]:

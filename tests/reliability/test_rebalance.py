@@ -29,6 +29,7 @@ from tests.reliability.harness import (
     produce,
     size,
     state_diff,
+    wait_for_commits,
     wait_for_lake,
     wait_for_progress,
 )
@@ -103,8 +104,9 @@ def test_a_second_worker_joins_and_leaves_repeatedly(tmp_path):
         recover = None
         if not died:
             wait_for_lake(platform.lake, set(where), timeout=180, platform=platform, watch=("worker", "lake"))
+            # the state is final once every input is committed (the lake can be complete before: at-least-once)
+            wait_for_commits(platform.address, where, platform=platform, watch=("worker",))
             recover = time.monotonic() - left_at
-        time.sleep(2.0)
         dupes = landing_duplicates(platform.lake)
         missing = len(set(where) - lake_inputs(platform.lake))
         actual = changelog_state(platform.address)

@@ -28,6 +28,7 @@ from tests.reliability.harness import (
     produce,
     size,
     state_diff,
+    wait_for_commits,
     wait_for_progress,
 )
 
@@ -87,7 +88,7 @@ def test_state_is_rebuilt_from_the_changelog_after_the_state_dir_is_deleted(tmp_
         where_a = produce(platform.address, a)
         wait_for_progress(platform.address, len(a) - 1, timeout=90, platform=platform, watch=("worker",))
         decided(platform, set(where_a))
-        time.sleep(1.5)  # the last checkpoint (changelog + commit)
+        wait_for_commits(platform.address, where_a, platform=platform, watch=("worker",))  # changelog + commit
         assert platform.stop("worker") == 0
         state_files = sum(1 for p in platform.state_dir.rglob("*") if p.is_file())
         shutil.rmtree(platform.state_dir)
@@ -97,7 +98,8 @@ def test_state_is_rebuilt_from_the_changelog_after_the_state_dir_is_deleted(tmp_
         outs = decided(platform, set(where_a) | set(where_b))
         recovered_s = time.monotonic() - started
         alive = platform.alive("worker")
-        time.sleep(1.5)
+        if alive:
+            wait_for_commits(platform.address, where_a + where_b, platform=platform, watch=("worker",))
         actual_state = changelog_state(platform.address)
     finally:
         platform.close()

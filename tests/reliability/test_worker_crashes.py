@@ -4,8 +4,12 @@ flows (at-least-once) and restarted each time. After the lake settles:
 * events lost = 0: every input offset of events.raw is in the lake (any stream);
 * duplicates in the landing zone are reported (rows per event_id > 1 across the decided streams);
 * duplicates after the warehouse dedupe (stg_decided's QUALIFY, run in DuckDB over the lake) = 0;
-* identity and consent state after the crashes (read back from the workers' changelog topics) equal the
-  oracle: the pure first-mile functions replayed once, uninterrupted, over the same input.
+* identity and consent state after the crashes (read back from the workers' changelog topics once the group has
+  committed every input) equal the oracle: the pure first-mile functions replayed once, uninterrupted, over the
+  same input.
+
+The second test makes the riskiest moment certain: every event decided and delivered, nothing checkpointed, then
+kill -9 (B11 was this moment read too early: the lake is complete before the state is).
 
 Sizes: FIRSTMILE_RELIABILITY_CRASH_EVENTS (CI 10,000; full 200,000), _CRASH_KILLS (CI 2; full 5),
 _CRASH_RATE events/s while producing (CI 350, so both kills land while events flow; full 5,000).
@@ -32,6 +36,8 @@ from tests.reliability.harness import (
     sim_items,
     size,
     state_diff,
+    uncommitted,
+    wait_for_commits,
     wait_for_lake,
     wait_for_progress,
 )
@@ -79,12 +85,15 @@ def test_kill_9_the_worker_while_events_flow(tmp_path):
             producer.join()
             settle = wait_for_lake(platform.lake, set(where), timeout=240, platform=platform,
                                    watch=("worker", "lake"))
+            # The lake can be complete before the state is: the last killed worker may have delivered events it
+            # never checkpointed; the restarted one re-processes them once the group assigns it (B11).
+            caught_up = wait_for_commits(platform.address, where, timeout=120, platform=platform,
+                                         watch=("worker", "lake"), lake=True)
         except AssertionError as exc:
             producer.join()
             figure("1 worker crashes", f"{len(items)} events, kill -9 at {kills} s: FAILED",
                    lost=len(set(where) - lake_inputs(platform.lake)), error=str(exc).splitlines()[-1][:160])
             raise
-        time.sleep(2.0)  # the last checkpoint's changelog writes
         lost = len(set(where) - lake_inputs(platform.lake))
         dupes = landing_duplicates(platform.lake)
         actual = changelog_state(platform.address)
@@ -95,6 +104,7 @@ def test_kill_9_the_worker_while_events_flow(tmp_path):
            lost=lost, producer_still_sending_at_last_kill=in_flight,
            landing_duplicate_rows=dupes["duplicate_rows"], landing_duplicated_event_ids=dupes["event_ids_duplicated"],
            duplicates_after_dedupe=dupes["duplicates_after_dedupe"], lake_settled_s=round(settle, 1),
+           all_committed_after_s=round(settle + caught_up, 1),
            identity_mismatches=diff["identity"], device_consent_mismatches=diff["device_consent"],
            consent_mismatches=diff["consent"], session_mismatches=diff["session"], devices=diff["identity_keys"],
            profiles=diff["consent_keys"])
@@ -103,3 +113,44 @@ def test_kill_9_the_worker_while_events_flow(tmp_path):
     assert diff["identity"] == 0 and diff["device_consent"] == 0 and diff["consent"] == 0 and diff["session"] == 0, \
         diff
     assert diff["identity_keys"] > 0 and diff["consent_keys"] > 0
+
+
+def test_kill_9_after_delivery_before_the_checkpoint(tmp_path):
+    """The riskiest moment of a crash, made certain (B11): the worker has decided and delivered every event but has
+    not checkpointed yet (commit interval 60 s), so its outputs are in the lake and its state writes are nowhere.
+    Killed there, its successor must re-process the uncommitted events and end with the oracle's state."""
+    # a whole simulated day of 60 users (≈2,500 events): every device's and profile's story is complete
+    items = sim_items(list(simulator.generate(simulator.load_scenario("default", users=60, seed=12), day=0)))
+    platform = Platform(tmp_path / "data").start()
+    try:
+        platform.spawn("worker", env={"FIRSTMILE_COMMIT_INTERVAL": "60"})
+        platform.spawn("lake", "streaming.lake_sink")
+        where = produce(platform.address, items)
+        wait_for_lake(platform.lake, set(where), timeout=120, platform=platform, watch=("worker", "lake"))
+        pending = sum(uncommitted(platform.address, where).values())
+        state_at_kill = changelog_state(platform.address)
+        platform.kill9("worker")
+        restarted = time.monotonic()
+        platform.spawn("worker")
+        wait_for_commits(platform.address, where, timeout=120, platform=platform, watch=("worker",))
+        caught_up = time.monotonic() - restarted
+        wait_for_commits(platform.address, where, timeout=60, platform=platform, watch=("worker", "lake"), lake=True)
+        dupes = landing_duplicates(platform.lake)
+        actual = changelog_state(platform.address)
+    finally:
+        platform.close()
+    oracle = Oracle().replay(items, where)
+    at_kill, diff = state_diff(state_at_kill, oracle), state_diff(actual, oracle)
+    figure("1b kill after delivery, before the checkpoint",
+           f"{len(items)} events delivered, then kill -9 before the first checkpoint",
+           uncommitted_at_kill=pending, identity_mismatches_at_kill=at_kill["identity"],
+           restarted_worker_committed_all_after_s=round(caught_up, 1),
+           landing_duplicate_rows=dupes["duplicate_rows"], duplicates_after_dedupe=dupes["duplicates_after_dedupe"],
+           identity_mismatches=diff["identity"], device_consent_mismatches=diff["device_consent"],
+           consent_mismatches=diff["consent"], session_mismatches=diff["session"], devices=diff["identity_keys"],
+           profiles=diff["consent_keys"])
+    assert pending >= len(items)  # the kill came before any checkpoint: nothing was committed
+    assert at_kill["identity"] == at_kill["identity_keys"] > 0  # the lake was complete, the state was not
+    assert dupes["duplicates_after_dedupe"] == 0
+    assert diff["identity"] == 0 and diff["device_consent"] == 0 and diff["consent"] == 0 and diff["session"] == 0, \
+        diff
