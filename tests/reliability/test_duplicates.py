@@ -6,7 +6,8 @@ another device). Asserted after the hot path and a real ``dbt build``:
 * the hot path decides each retried event once: the copies are suppressed with ledger reason
   ``duplicate_event_id`` and never reach a destination;
 * natural duplicates after the warehouse dedupe = 0 (one row per event_id in every per-event model), and the row
-  the dedupe keeps for a delivered event is the delivered event, not a ledger-only suppression record;
+  the dedupe keeps for a retried event is its decided first copy (delivered, suppressed for consent or
+  quarantined), never the ledger-only record of a retry copy (B3, B12);
 * conflicting reuse is flagged (dbt model ``event_id_conflicts``), and natural retries are not;
 * a robot reusing other people's ids does not replace their events (B7, fixed: ``stg_decided`` keeps one row per
   id and device; the later device's row is kept as ``<event_id>@<device_id>``), and session features stay equal to
@@ -81,7 +82,8 @@ def test_natural_duplicates_after_dedupe_are_zero(traffic):
 
 def test_dedupe_keeps_the_delivered_event_not_the_ledger_only_copy(traffic):
     by_origin = traffic.by_origin()
-    delivered = [eid for eid, ids in retried(traffic).items()
+    copies = retried(traffic)
+    delivered = [eid for eid, ids in copies.items()
                  if any(t == topics.DEST_WAREHOUSE for t, _ in by_origin.get(ids[1], []))]
     con = con_of(traffic)
     try:
@@ -90,12 +92,23 @@ def test_dedupe_keeps_the_delivered_event_not_the_ledger_only_copy(traffic):
         kept = dict(con.execute("select stream, count(*) from stg_decided join want using (event_id) group by 1"
                                 ).fetchall())
         in_events = con.execute("select count(*) from stg_events join want using (event_id)").fetchone()[0]
+        # every retried event, whatever its first copy's decision (delivered, suppressed for consent, quarantined)
+        con.execute("create temp table every(event_id varchar)")
+        con.executemany("insert into every values (?)", [(e,) for e in copies])
+        outcome = dict(con.execute(
+            "select coalesce(json_extract_string(ledger, '$.reason'), stream), count(*) "
+            "from stg_decided join every using (event_id) group by 1").fetchall())
     finally:
         con.close()
-    figure("8 duplicates: dedupe winner", f"{len(delivered)} retried events delivered to dest.warehouse",
+    retry_copies_kept = outcome.pop("duplicate_event_id", 0)
+    figure("8 duplicates: dedupe winner", f"{len(delivered)} retried events delivered to dest.warehouse, "
+           f"{len(copies)} retried in all",
            kept_as_events=kept.get("events", 0), kept_as_ledger_only_suppression=kept.get("suppressed", 0),
-           missing_from_stg_events=len(delivered) - in_events)
+           missing_from_stg_events=len(delivered) - in_events, all_retried_kept_as=outcome,
+           all_retried_kept_as_the_retry_copy=retry_copies_kept)
     assert delivered and in_events == len(delivered), kept
+    # B12: the retry copy's ledger-only record must not win over a first copy the hot path suppressed for consent
+    assert retry_copies_kept == 0 and sum(outcome.values()) == len(copies), outcome
 
 
 def test_conflicting_event_id_reuse_is_flagged(traffic):

@@ -54,9 +54,14 @@ RATE = size("crash_rate", 350)
 
 
 def simulated(n: int, *, seed: int = 11) -> list[tuple[bytes, bytes]]:
-    """About n events of everyday traffic (humans with consent and logins across devices, bots)."""
-    sc = simulator.load_scenario("default", users=max(30, n // 17), seed=seed)
-    return sim_items(list(simulator.generate(sc, day=0))[:n])
+    """n events of everyday traffic (humans with consent and logins across devices, bots): the first n of a
+    simulated day, with a population sized for it (~17 events per user; grown when a day comes out short)."""
+    users = max(30, n // 17)
+    while True:
+        events = list(simulator.generate(simulator.load_scenario("default", users=users, seed=seed), day=0))
+        if len(events) >= n:
+            return sim_items(events[:n])
+        users = int(users * n / max(1, len(events))) + 10
 
 
 def test_kill_9_the_worker_while_events_flow(tmp_path):

@@ -46,8 +46,10 @@ deduplicated as (
         -- an erased person's suppressed record has no device: it competes with the other device-less records
         partition by sent_event_id, coalesce(device_id, '')
         -- the hot path's ledger-only record of a client retry never wins over the decided event it repeats
-        -- (a producer retry re-sends the same record, with the same received_at)
-        order by (stream = 'suppressed' and json_extract_string(ledger, '$.reason') = 'duplicate_event_id'),
+        -- (a producer retry re-sends the same record, with the same received_at), whatever that decision was: a
+        -- consent suppression has no ledger reason, and a null here would sort last (B12)
+        order by (stream = 'suppressed'
+                  and coalesce(json_extract_string(ledger, '$.reason'), '') = 'duplicate_event_id'),
                  received_at, kafka_offset, kafka_partition, stream
     ) = 1
 ),
