@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 #: FIRSTMILE_RELIABILITY_<NAME> at full size (the CI defaults live in each test module).
 FULL_SIZES = {
-    "EXAMPLES": 4000,            # 5 consent, property-based (hypothesis examples, ≈ 120k decided events)
+    "EXAMPLES": 100_000,         # 5 consent, property-based: 100k hypothesis cases (≈ 3M decided events, ≈ 16 min)
     "CRASH_EVENTS": 200_000,     # 1 worker crashes
     "CRASH_KILLS": 5,
     "CRASH_RATE": 5000,
