@@ -29,6 +29,7 @@ test-unit: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check streaming warehouse ml orchestration tests
 	$(BIN)/mypy
+	$(BIN)/mypy tests/reliability
 
 bench-collector: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_collector.py

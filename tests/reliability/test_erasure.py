@@ -63,7 +63,8 @@ def rows_left(data_dir, values: list[str]) -> dict[str, int]:
         for stream in lake_streams(con):
             cols = [r[0] for r in con.execute(f"describe {stream}").fetchall()]
             text = " || '|' || ".join(f"coalesce(cast(\"{c}\" as varchar), '')" for c in cols)
-            n = con.execute(f"select count(*) from {stream} where regexp_matches({text}, ?)", [pattern]).fetchone()[0]
+            n = con.execute(f"select count(*) from {stream} where regexp_matches({text}, ?)",
+                            [pattern]).fetchall()[0][0]
             if n:
                 left[f"lake/{stream}"] = n
     finally:
@@ -77,7 +78,7 @@ def rows_left(data_dir, values: list[str]) -> dict[str, int]:
                                               "table_schema = ? and table_name = ?", [schema, table]).fetchall()]
             text = " || '|' || ".join(f"coalesce(cast(\"{c}\" as varchar), '')" for c in cols)
             n = con.execute(f"select count(*) from \"{schema}\".\"{table}\" where regexp_matches({text}, ?)",
-                            [pattern]).fetchone()[0]
+                            [pattern]).fetchall()[0][0]
             if n:
                 left[f"duckdb/{table}"] = n
     finally:

@@ -136,7 +136,7 @@ class Traffic:
         seen: dict[tuple[int, int], list[tuple[str, Any]]] = defaultdict(list)
         for topic, _p, _o, _k, value in self.outputs:
             if isinstance(value, dict) and topic in OUTPUT_TOPICS:
-                seen[(value.get("raw_partition"), value.get("raw_offset"))].append((topic, value))
+                seen[(value.get("raw_partition"), value.get("raw_offset"))].append((topic, value))  # type: ignore[index]
         return seen
 
 
@@ -149,7 +149,7 @@ def build(platform: Platform) -> Traffic:
     # canary IPs: US addresses (consent granted by default there, so canary events reach the warehouse)
     from streaming import enrich
 
-    ips = []
+    ips: list[str] = []
     while len(ips) < 4:
         ip = simulator.country_ip(rng, seed, "US")
         if enrich.geo(ip).country == "US" and ip not in ips:
@@ -170,7 +170,7 @@ def build(platform: Platform) -> Traffic:
 
     items: list[tuple[bytes | None, bytes | None]] = []
     meta: list[dict[str, Any]] = []
-    pending_retry: dict[str, tuple[bytes, bytes, dict[str, Any]]] = {}  # device → its client retry
+    pending_retry: dict[str | None, tuple[bytes, bytes, dict[str, Any]]] = {}  # device → its client retry
     human_ids: list[str] = []
     canary_count = 0
 
@@ -262,9 +262,9 @@ def build(platform: Platform) -> Traffic:
 
     # poison: 1 % of the stream, spread at random positions
     keys = [k for k, _ in items if k][:500]
-    for key, value, kind, reason in poison_items(rng, max(15, int(len(items) * POISON_SHARE)), keys):
+    for p_key, p_value, kind, reason in poison_items(rng, max(15, int(len(items) * POISON_SHARE)), keys):
         pos = rng.randrange(len(items) + 1)
-        items.insert(pos, (key, value))
+        items.insert(pos, (p_key, p_value))
         meta.insert(pos, {"kind": "poison", "poison": kind, "reason": reason})
     traffic.items, traffic.meta = items, meta
     return traffic
