@@ -236,15 +236,20 @@ def committed(address: str, group: str = "firstmile-worker", topic: str = topics
         consumer.close()
 
 
+def assert_alive(platform: Platform | None, watch: Iterable[str], *, tail: int = 1500) -> None:
+    """Fail at once, with the end of its log, when a watched process has died (the waits below poll through it)."""
+    for name in watch:
+        assert platform is not None and platform.alive(name), \
+            f"{name} died:\n{platform.log(name)[-tail:] if platform else ''}"
+
+
 def wait_for_progress(address: str, since: int, *, timeout: float = 60.0, group: str = "firstmile-worker",
                       platform: Platform | None = None, watch: Iterable[str] = ()) -> int:
     """Block until the group's committed offsets pass ``since`` (a (re)started worker is processing). Fails at once
     when a watched process died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for name in watch:
-            assert platform is not None and platform.alive(name), \
-                f"{name} died:\n{platform.log(name)[-1500:] if platform else ''}"
+        assert_alive(platform, watch)
         now = committed(address, group)
         if now > since:
             return now
@@ -294,9 +299,7 @@ def wait_for_commits(address: str, where: Iterable[tuple[int, int]], *, timeout:
             left = uncommitted(address, group="firstmile-lake", then=OUTPUT_TOPICS)
         if not left:
             return time.monotonic() - start
-        for name in watch:
-            assert platform is not None and platform.alive(name), \
-                f"{name} died:\n{platform.log(name)[-1500:] if platform else ''}"
+        assert_alive(platform, watch)
         time.sleep(0.5)
     raise AssertionError(f"records left uncommitted for {timeout:.0f}s: {left}")
 
@@ -390,9 +393,7 @@ def wait_for_lake(lake: Path, expected: set[tuple[int, int]], *, timeout: float 
         missing = expected - lake_inputs(lake)
         if not missing:
             return time.monotonic() - start
-        for name in watch:
-            assert platform is not None and platform.alive(name), \
-                f"{name} died:\n{platform.log(name)[-3000:] if platform else ''}"
+        assert_alive(platform, watch, tail=3000)
         time.sleep(1.0)
     raise AssertionError(f"{len(missing)} of {len(expected)} inputs never reached the lake "
                          f"(e.g. {sorted(missing)[:5]})")
