@@ -193,3 +193,24 @@ def test_mined_rules_and_the_bot_model_enter_in_shadow_and_are_enforced_when_rec
     with connect(layout.duckdb_path) as con:
         later = shadow_rule_agreement(con, layout.lake, ids, since_versions={k: 3 for k in ids})
     assert all(a["hits"] == 0 for a in later.values())
+
+
+def test_a_shadowed_bot_model_that_touched_humans_stays_in_shadow_and_restarts_its_evidence():
+    """A shadowed bot model is enforced only on agreeing evidence; one whose recorded hits touched known humans
+    above the bound is replaced by the retrained one, still in shadow, with its evidence counted from the new
+    version (the old document's hits never vouch for the new one)."""
+    shadowed = {"kind": "logistic", "features": ["events_per_minute"], "transform": ["none"], "mean": [0.0],
+                "scale": [1.0], "coef": [1.0], "intercept": -25.0, "threshold": 0.5, "mode": "shadow",
+                "source": {"since_version": 2}}
+    retrained = {**shadowed, "coef": [2.0], "source": {}}
+    v2 = build_candidate(bootstrap_policy(), student=None, mined=[], bot_model=shadowed)
+    touched_humans = {BOT_MODEL_ID: {"hits": 1000.0, "bots": 990.0, "precision": 0.99, "human_hits": 10.0,
+                                     "humans": 1000.0, "human_rate": 0.01}}
+    v3 = build_candidate(v2, student=None, mined=[], shadow_agreement=touched_humans, bot_model=retrained)
+    assert v3["models"]["bot"]["mode"] == "shadow"
+    assert v3["models"]["bot"]["coef"] == [2.0]
+    assert v3["models"]["bot"]["source"]["since_version"] == v3["policy_version"] == 3
+    agreeing = {BOT_MODEL_ID: {**touched_humans[BOT_MODEL_ID], "bots": 1000.0, "precision": 1.0, "human_hits": 0.0,
+                               "human_rate": 0.0}}
+    v3_ok = build_candidate(v2, student=None, mined=[], shadow_agreement=agreeing, bot_model=retrained)
+    assert v3_ok["models"]["bot"]["mode"] == "enforce" and v3_ok["models"]["bot"]["coef"] == [1.0]

@@ -24,7 +24,8 @@ def _dbt_build(layout: DataLayout) -> None:
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
-def test_shadow_rules_and_bot_model_recorded_by_the_hot_path_are_enforced_once_they_agree_with_hindsight(tmp_path):
+def test_shadow_rules_recorded_by_the_hot_path_are_enforced_once_they_agree_and_a_bot_model_touching_humans_is_not(
+        tmp_path):
     layout = DataLayout(tmp_path)
     registry.configure(layout)
     scenario = simulator.load_scenario("default", days=2)
@@ -68,14 +69,13 @@ def test_shadow_rules_and_bot_model_recorded_by_the_hot_path_are_enforced_once_t
         assert agreement[rid]["hits"] >= 10 and agreement[rid]["precision"] >= 0.98
         assert agreement[rid]["human_rate"] <= 0.002
     bot = agreement[BOT_MODEL_ID]
-    assert bot["hits"] >= 10
-    if bot["precision"] >= 0.98 and bot["human_rate"] <= 0.002:
-        # Exactly the document that was shadowed is enforced, not a retrained one.
-        assert v3["models"]["bot"]["mode"] == "enforce"
-        assert v3["models"]["bot"]["coef"] == v2["models"]["bot"]["coef"]
-    else:
-        # Its recorded hits touched too many known humans: a retrained model keeps collecting evidence in shadow.
-        assert v3["models"]["bot"]["mode"] == "shadow"
-        assert v3["models"]["bot"]["source"]["since_version"] == 3
+    # The bot model's recorded hits on the seeded day-1 traffic touch known humans above the bound (19 of ~2,060,
+    # 0.9 % > 0.2 %), so it is not enforced: the retrained model replaces it, still in shadow, and its evidence
+    # restarts at v3. (Enforcement of an agreeing model: test_backtest_gate's
+    # test_a_shadowed_bot_model_that_touched_humans_stays_in_shadow_and_restarts_its_evidence.)
+    assert bot["hits"] >= 10 and bot["human_rate"] > 0.002, bot
+    assert v3["models"]["bot"]["mode"] == "shadow", v3["models"]["bot"]
+    assert v3["models"]["bot"]["source"]["since_version"] == 3
+    assert v3["models"]["bot"]["coef"] != v2["models"]["bot"]["coef"]
     assert second["backtest"]["candidate_bots_caught"] > second["backtest"]["champion_bots_caught"]
     assert second["gate"]["passed"], second["gate"]["reasons"]

@@ -1,14 +1,15 @@
-"""Bot detection quality on real, public data (issue 4, "Quality on real data"). Fast, no broker.
+"""Compile fidelity of the crawler matcher: the 1,504 ``crawler-user-agents`` patterns compiled into one Hyperscan
+database must decide exactly what the list's own Python matcher decides, and the first-mile decision must act on it.
+
+This is NOT a measure of bot-detection quality: the bots here are the list's own ``instances`` (the examples the
+patterns were written from), so recall on them is train = test. Quality is measured on held-apart sources of real
+user agents (the bot-quality issue). Fast, no broker.
 
 * Bots: every ``instances`` user agent of the ``crawler-user-agents`` list (``crawleruseragents``, MIT).
-* Humans: the real browser user agents shipped in the ``fake-useragent`` package (its bundled ``browsers.jsonl``,
+* Browsers: the real browser user agents shipped in the ``fake-useragent`` package (its bundled ``browsers.jsonl``,
   read offline from the installed package).
 
-Each user agent goes through the first-mile decision itself (:func:`streaming.pipeline.decide_device` with the
-bootstrap policy, a fresh device state per user agent, a residential US IP), not through the matcher alone.
-Targets: recall on listed crawlers >= 0.95, false positives on real browser user agents = 0.
-
-Run with ``-s`` to see the figures: ``.venv/bin/python -m pytest -s tests/streaming/test_bot_quality.py``.
+Run with ``-s`` to see the figures: ``.venv/bin/python -m pytest -s tests/streaming/test_crawler_matcher_fidelity.py``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ SECRET = b"bot-quality-secret"
 #: A residential US address (Comcast): geo says US and not a datacenter, so only the user agent can flag a bot.
 US_IP = "73.162.10.20"
 T0 = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
-MIN_RECALL = 0.95
 
 
 def crawler_instances() -> list[tuple[str, str]]:
@@ -73,7 +73,24 @@ def test_the_probe_address_is_residential_us():
     assert not bots.is_datacenter(geo.asn), geo.asn
 
 
-def test_recall_on_listed_crawlers(policy):
+def test_the_compiled_matcher_decides_exactly_what_the_lists_own_python_matcher_decides():
+    """Every listed instance and every bundled browser: Hyperscan's answer (match or not) equals
+    ``crawleruseragents.is_crawler`` (Python ``re`` over the same patterns)."""
+    import crawleruseragents
+
+    matcher = bots.crawler_matcher()
+    user_agents = sorted({ua for _, ua in crawler_instances()} | set(browser_user_agents()[1]))
+    disagree = [(ua, matcher.match(ua), crawleruseragents.is_crawler(ua)) for ua in user_agents
+                if (matcher.match(ua) is not None) != bool(crawleruseragents.is_crawler(ua))]
+    flagged = sum(matcher.match(ua) is not None for ua in user_agents)
+    print(f"\ncompiled vs Python matcher: {len(user_agents)} user agents, {flagged} flagged by the compiled matcher, "
+          f"{len(disagree)} disagreements")
+    assert len(user_agents) > 1500 and flagged > 1000
+    assert not disagree, disagree[:10]
+
+
+def test_the_first_mile_quarantines_the_instances_its_crawler_list_was_built_from(policy):
+    """Train = test by construction (see the module docstring): a fidelity check of the decision path, not recall."""
     instances = crawler_instances()
     assert len(instances) > 1000, "the crawler-user-agents list ships its instances"
     started = time.perf_counter()
@@ -85,16 +102,14 @@ def test_recall_on_listed_crawlers(policy):
         else:
             assert "bot.ua_crawler" in out.value["bot_reasons"]
     elapsed = time.perf_counter() - started
-    recall = 1 - len(missed) / len(instances)
-    print(f"\ncrawler instances: {len(instances)}, quarantined {len(instances) - len(missed)}, "
-          f"recall {recall:.4f} (target >= {MIN_RECALL}); {elapsed / len(instances) * 1e6:.0f} us/decision "
-          f"(uncached user agents)")
+    print(f"\ncrawler instances (the list's own examples): {len(instances)}, quarantined "
+          f"{len(instances) - len(missed)}; {elapsed / len(instances) * 1e6:.0f} us/decision (uncached user agents)")
     for pattern, ua, topic in missed[:10]:
         print(f"  missed: pattern {pattern!r} ua {ua!r} -> {topic}")
-    assert recall >= MIN_RECALL, missed[:20]
+    assert not missed, missed[:20]
 
 
-def test_no_false_positive_on_real_browsers(policy):
+def test_no_bundled_fake_useragent_browser_is_flagged(policy):
     rows, uas = browser_user_agents()
     assert len(uas) > 500, "fake-useragent ships its browser data"
     started = time.perf_counter()
