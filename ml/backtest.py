@@ -15,14 +15,19 @@ from typing import Any
 
 import duckdb
 
+from streaming import facts as fact_catalog
 from streaming.consent import PURPOSES
-from streaming.policy import FACTS, LinearModel, compile_policy
+from streaming.policy import LinearModel, compile_policy
 from streaming.rules import to_sql
-from streaming.sessions import FEATURES
 from warehouse.lake import stream_glob
 
-COLUMNS: dict[str, str] = {name: f"f_{name}" for name in FEATURES}
-COLUMNS.update({"identified": "(user_id IS NOT NULL)"})
+#: Fact -> SQL over a decided row: the fact catalog's own expressions (one definition with the hot path).
+COLUMNS: dict[str, str] = dict(fact_catalog.SQL)
+
+
+def rule_sql(when: Any, columns: Mapping[str, str] | None = None) -> str:
+    """A rule's condition as a DuckDB boolean over decided rows, with the fact catalog's expressions and kinds."""
+    return to_sql(when, COLUMNS if columns is None else columns, kinds=fact_catalog.KINDS)
 
 
 def model_sql(model: LinearModel, columns: Mapping[str, str] | None = None) -> str:
@@ -50,7 +55,7 @@ def bot_sql(doc: Mapping[str, Any], columns: Mapping[str, str] | None = None) ->
         columns["bot_score"] = model_sql(policy.bot_model, columns)
     if policy.propensity is not None:
         columns["score"] = model_sql(policy.propensity, columns)
-    parts = [to_sql(rule["when"], columns) for rule in doc["rules"]
+    parts = [rule_sql(rule["when"], columns) for rule in doc["rules"]
              if rule["kind"] == "bot" and rule.get("mode", "enforce") == "enforce"]
     if policy.bot_model is not None and policy.bot_model.mode == "enforce":
         parts.append(f"coalesce({columns['bot_score']} >= {policy.bot_model.threshold!r}, FALSE)")
@@ -68,7 +73,7 @@ def sales_sql(doc: Mapping[str, Any], columns: Mapping[str, str] | None = None) 
         columns["bot_score"] = model_sql(policy.bot_model, columns)
     if policy.propensity is not None:
         columns["score"] = model_sql(policy.propensity, columns)
-    return to_sql(spec.get("when", True), columns)
+    return rule_sql(spec.get("when", True), columns)
 
 
 def consent_not_looser(candidate: Mapping[str, Any], champion: Mapping[str, Any]) -> bool:
@@ -102,12 +107,10 @@ def archived_events_sql(lake: Path | str) -> str:
 
 def backtest(con: duckdb.DuckDBPyConnection, lake: Path | str, candidate: Mapping[str, Any],
              champion: Mapping[str, Any]) -> dict[str, Any]:
-    """Score both policies on the same archived events. Unknown facts in rules read as NULL (never fire)."""
+    """Score both policies on the same archived events. A fact whose column an older lake lacks reads as NULL
+    (its rules never fire)."""
     available = {row[0] for row in con.execute(f"describe {archived_events_sql(lake)}").fetchall()}
-    columns = dict(COLUMNS)
-    for fact in FACTS:
-        if fact not in columns and fact not in available:
-            columns[fact] = "NULL"
+    columns = {fact: sql if not sql.isidentifier() or sql in available else "NULL" for fact, sql in COLUMNS.items()}
     cand_bot, champ_bot = bot_sql(candidate, columns), bot_sql(champion, columns)
     cand_sales, champ_sales = sales_sql(candidate, columns), sales_sql(champion, columns)
     row = con.execute(f"""

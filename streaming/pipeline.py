@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import orjson
 
 from streaming import bots, enrich, pii
+from streaming import facts as fact_catalog
 from streaming import settings as topics
 from streaming.consent import ConsentState, InvalidConsentString, purposes_from_tcf, region_of
 from streaming.contract import Event, InvalidEvent, parse_raw
@@ -33,13 +34,12 @@ from streaming.sessions import SessionState, update_session
 
 logger = logging.getLogger(__name__)
 
-ORDER_EVENTS = ("Order Completed",)
 SESSION_INPUTS = ("category", "price", "quantity")
 #: Event ids remembered per device to recognise client retries (they come seconds apart, not days).
 RECENT_IDS = 32
-#: Facts that travel to stage 2 as columns of the record itself (the rest travel in ``_facts``).
-FACT_COLUMNS = ("type", "event_name", "category", "revenue", "user_agent", "ua_crawler", "browser", "os",
-                "device_type", "country", "region", "asn", "datacenter", "bot_score", "score", "source_id")
+#: Facts that travel to stage 2 as columns of the record itself: those the warehouse reads as a column of the same
+#: name (the rest travel in ``_facts``; session features in ``features``).
+FACT_COLUMNS = tuple(f.name for f in fact_catalog.CATALOG if f.sql == f.name)
 
 
 class State(Protocol):
@@ -81,16 +81,6 @@ def _ms(ts: datetime) -> int:
 
 def _iso(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _revenue(event: Event) -> float | None:
-    if event.type != "track" or event.event not in ORDER_EVENTS:
-        return None
-    for key in ("revenue", "total", "value"):
-        value = event.properties.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    return None
 
 
 def _consent_decisions(event: Event, policy: CompiledPolicy) -> tuple[dict[str, bool], str | None]:
@@ -269,15 +259,12 @@ def _decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, s
     state.set("session", session_state.to_dict())
 
     crawler = bots.crawler_matcher().match(event.context.user_agent)
-    category = event.properties.get("category") if isinstance(event.properties.get("category"), str) else None
-    facts: dict[str, Any] = {
-        **features,
-        "type": event.type, "event_name": event.event, "category": category, "revenue": _revenue(event),
-        "user_agent": event.context.user_agent, "ua_crawler": crawler is not None,
-        "browser": dev.browser, "os": dev.os, "device_type": dev.device_type,
-        "country": geo.country, "region": region_of(geo.country), "asn": geo.asn,
-        "datacenter": bots.is_datacenter(geo.asn), "source_id": event.source_id, "identified": bool(user_id),
-    }
+    facts = fact_catalog.derive(fact_catalog.FactInputs(
+        type=event.type, event=event.event, name=event.name, properties=event.properties,
+        user_agent=event.context.user_agent, source_id=event.source_id, features=features, browser=dev.browser,
+        os=dev.os, device_type=dev.device_type,
+        country=geo.country, region=region_of(geo.country), asn=geo.asn, datacenter=bots.is_datacenter(geo.asn),
+        crawler_pattern=crawler, user_id=user_id))
     errors: list[dict[str, str]] = []
     bot_score = _score(policy.bot_model, facts, errors)
     facts["bot_score"] = bot_score
@@ -310,7 +297,7 @@ def _decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, s
     record: dict[str, Any] = {
         "event_id": event.event_id,
         "type": event.type,
-        "event_name": event.event or event.name,
+        "event_name": facts["event_name"],
         "anonymous_id": event.anonymous_id,
         "user_id": event.user_id,
         "profile_id": profile_id,
@@ -333,7 +320,7 @@ def _decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, s
         "os": dev.os,
         "device_type": dev.device_type,
         "page_path": pii.scrub_url(page.path or page.url, secret_bytes) if page else None,
-        "category": category,
+        "category": facts["category"],
         "revenue": facts["revenue"],
         "properties": pii.scrub(event.properties, secret_bytes),
         "traits": traits,

@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from streaming import facts as fact_catalog
 from streaming.consent import DEFAULT_REGION_DEFAULTS, DEFAULT_TCF_MAPPING, PURPOSES
 from streaming.errors import PolicyError
 from streaming.rules import Predicate, RuleSyntaxError, compile_rule, variables
-from streaming.sessions import FEATURES
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +44,8 @@ RULE_KINDS = ("bot", "route")
 MODES = ("enforce", "shadow")
 TRANSFORMS = ("none", "log1p")
 
-#: Every fact a rule may read. Session features plus enrichment and scores (see streaming.pipeline).
-FACTS: frozenset[str] = frozenset(FEATURES) | frozenset({
-    "type", "event_name", "category", "revenue", "user_agent", "ua_crawler", "browser", "os", "device_type",
-    "country", "region", "asn", "datacenter", "bot_score", "score", "source_id", "identified",
-})
+#: Every fact a rule may read: the fact catalog's (streaming.facts, each with its Python and SQL definition).
+FACTS: frozenset[str] = fact_catalog.NAMES
 
 
 def canonical_json(doc: Mapping[str, Any]) -> bytes:

@@ -180,7 +180,7 @@ def _sql_literal(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _sql_value(node: Any, columns: Mapping[str, str], path: str) -> str:
+def _sql_value(node: Any, columns: Mapping[str, str], path: str, kinds: Mapping[str, str] | None = None) -> str:
     if _is_literal(node):
         return _sql_literal(node)
     op, args = _operator(node, path)
@@ -191,17 +191,30 @@ def _sql_value(node: Any, columns: Mapping[str, str], path: str) -> str:
             return f"coalesce({column}, {_sql_literal(args[1])})"
         return column
     if op in ARITHMETIC:
-        left, right = _sql_value(args[0], columns, path), _sql_value(args[1], columns, path)
+        left, right = _sql_value(args[0], columns, path, kinds), _sql_value(args[1], columns, path, kinds)
         if op == "/":
             return f"(CAST({left} AS DOUBLE) / nullif({right}, 0))"
         return f"({left} {op} {right})"
-    return to_sql(node, columns, path)
+    return to_sql(node, columns, path, kinds=kinds)
 
 
-def to_sql(node: Any, columns: Mapping[str, str] | None = None, path: str = "$") -> str:
+def _truthy_sql(node: Any, columns: Mapping[str, str], path: str, kinds: Mapping[str, str] | None) -> str:
+    """Python's truthiness in SQL. A string is true when non-empty (``CAST('Chrome' AS BOOLEAN)`` is an error in
+    DuckDB), so a variable whose kind is ``string`` (``kinds``: the fact catalog's) is tested by its length."""
+    value = _sql_value(node, columns, path, kinds)
+    if kinds and isinstance(node, dict) and "var" in node:
+        args = node["var"] if isinstance(node["var"], list) else [node["var"]]
+        if kinds.get(str(args[0])) == "string":
+            return f"coalesce(length({value}) > 0, FALSE)"
+    return f"coalesce(CAST({value} AS BOOLEAN), FALSE)"
+
+
+def to_sql(node: Any, columns: Mapping[str, str] | None = None, path: str = "$", *,
+           kinds: Mapping[str, str] | None = None) -> str:
     """Translate a rule to a DuckDB boolean expression that is never NULL (same semantics as :func:`compile_rule`).
 
     ``columns`` maps variable names to SQL expressions; by default a variable is a quoted column of that name.
+    ``kinds`` maps variable names to ``string`` / ``number`` / ``boolean`` (the fact catalog's), for truthiness.
     """
     columns = columns or {}
     if isinstance(node, bool):
@@ -210,23 +223,22 @@ def to_sql(node: Any, columns: Mapping[str, str] | None = None, path: str = "$")
     if op in COMPARISONS:
         sql_op = "=" if op == "==" else "<>" if op == "!=" else op
         if op in ("<", "<=") and len(args) == 3:
-            a, b, c = (_sql_value(x, columns, path) for x in args)
+            a, b, c = (_sql_value(x, columns, path, kinds) for x in args)
             return f"coalesce(({a} {sql_op} {b}) AND ({b} {sql_op} {c}), FALSE)"
-        a, b = (_sql_value(x, columns, path) for x in args)
+        a, b = (_sql_value(x, columns, path, kinds) for x in args)
         return f"coalesce(({a} {sql_op} {b}), FALSE)"
     if op in ("and", "or"):
         joiner = " AND " if op == "and" else " OR "
-        return "(" + joiner.join(to_sql(a, columns, f"{path}.{op}[{i}]") for i, a in enumerate(args)) + ")"
+        return "(" + joiner.join(to_sql(a, columns, f"{path}.{op}[{i}]", kinds=kinds) for i, a in enumerate(args)) + ")"
     if op == "!":
-        return f"(NOT {to_sql(args[0], columns, path)})"
+        return f"(NOT {to_sql(args[0], columns, path, kinds=kinds)})"
     if op in ("!!", "var"):
-        value = _sql_value(args[0] if op == "!!" else node, columns, path)
-        return f"coalesce(CAST({value} AS BOOLEAN), FALSE)"
+        return _truthy_sql(args[0] if op == "!!" else node, columns, path, kinds)
     if op == "in":
-        needle = _sql_value(args[0], columns, path)
+        needle = _sql_value(args[0], columns, path, kinds)
         if isinstance(args[1], list):
             members = ", ".join(_sql_literal(x) for x in args[1]) or "NULL"
             return f"coalesce({needle} IN ({members}), FALSE)"
-        haystack = _sql_value(args[1], columns, path)
+        haystack = _sql_value(args[1], columns, path, kinds)
         return f"coalesce(contains({haystack}, {needle}), FALSE)"
     raise RuleSyntaxError(f"{path}: operator {op!r} does not yield a boolean")

@@ -1,0 +1,127 @@
+"""The fact catalog: every fact a rule or model may read, its Python derivation and its SQL expression side by side.
+
+One definition, two engines. The hot path (:mod:`streaming.pipeline`) derives an event's facts with
+:func:`derive`; the warehouse reads the same facts from a decided row (the lake's decided streams and
+``stg_decided``) with :data:`SQL`, which the backtest (:mod:`ml.backtest`) uses to replay rules and models in DuckDB.
+The policy loader (:data:`streaming.policy.FACTS`) accepts a rule only if every fact it reads is in this catalog.
+``tests/streaming/test_facts.py`` runs random rules over every fact through both engines and compares them event by
+event, so a fact whose two definitions drift apart fails there.
+
+A fact is derived in stage 1 (keyed by device) from the parsed event, the session features, enrichment and the
+device's identity link; ``bot_score`` and ``score`` are the policy's models evaluated over the other facts (the
+stream computes them, the warehouse reads them as stamped, or recomputes them from a candidate's coefficients).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from streaming.sessions import FEATURES
+
+ORDER_EVENTS = ("Order Completed",)
+
+FactKind = Literal["string", "number", "boolean"]
+
+
+@dataclass(frozen=True, slots=True)
+class FactInputs:
+    """What stage 1 knows about an event when it derives the facts (plain data; see :func:`derive`)."""
+
+    type: str
+    #: a track event's name
+    event: str | None
+    #: a page's or screen's name
+    name: str | None
+    properties: dict[str, Any]
+    user_agent: str | None
+    source_id: str | None
+    features: dict[str, Any]
+    browser: str | None
+    os: str | None
+    device_type: str | None
+    country: str | None
+    region: str
+    asn: str | None
+    datacenter: bool
+    crawler_pattern: str | None
+    #: the event's own user id, or the one the device linked to earlier (identity at the edge)
+    user_id: str | None
+
+
+def revenue(type_: str, event: str | None, properties: dict[str, Any]) -> float | None:
+    """An order's value: the first numeric of ``revenue``, ``total``, ``value`` (Segment's order properties)."""
+    if type_ != "track" or event not in ORDER_EVENTS:
+        return None
+    for key in ("revenue", "total", "value"):
+        value = properties.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def category(properties: dict[str, Any]) -> str | None:
+    value = properties.get("category")
+    return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    name: str
+    kind: FactKind
+    #: the DuckDB expression over a decided row (the lake's decided streams, ``stg_decided``)
+    sql: str
+    #: the hot path's derivation; None for the model scores, which the policy's models compute from the others
+    derive: Callable[[FactInputs], Any] | None
+    doc: str
+
+
+def _feature(name: str) -> Fact:
+    return Fact(name, "number", f"f_{name}", lambda i: i.features.get(name),
+                f"session feature {name!r} (streaming.sessions; dbt: int_session_features)")
+
+
+#: The catalog. A decided row stamps each fact as the column its SQL reads (session features as ``f_<name>``).
+CATALOG: tuple[Fact, ...] = (
+    *(_feature(name) for name in FEATURES),
+    Fact("type", "string", "type", lambda i: i.type, "page | track | identify | alias | consent | group"),
+    Fact("event_name", "string", "event_name", lambda i: i.event or i.name,
+         "a track event's name, or a page's or screen's name (NULL otherwise)"),
+    Fact("category", "string", "category", lambda i: category(i.properties),
+         "properties.category when it is a string"),
+    Fact("revenue", "number", "revenue", lambda i: revenue(i.type, i.event, i.properties),
+         "an order's revenue, else total, else value (numbers only)"),
+    Fact("user_agent", "string", "user_agent", lambda i: i.user_agent, "context.userAgent"),
+    Fact("ua_crawler", "boolean", "ua_crawler", lambda i: i.crawler_pattern is not None,
+         "the user agent matches a listed crawler pattern"),
+    Fact("browser", "string", "browser", lambda i: i.browser, "ua-parser's browser family"),
+    Fact("os", "string", "os", lambda i: i.os, "ua-parser's OS family"),
+    Fact("device_type", "string", "device_type", lambda i: i.device_type, "mobile | tablet | desktop | ..."),
+    Fact("country", "string", "country", lambda i: i.country, "ISO country of the IP (NULL: private/unknown)"),
+    Fact("region", "string", "region", lambda i: i.region, "consent region of the country (EU, US, ..., UNKNOWN)"),
+    Fact("asn", "string", "asn", lambda i: i.asn, "the IP's network (ASN name)"),
+    Fact("datacenter", "boolean", "datacenter", lambda i: i.datacenter, "the ASN is a known hosting provider"),
+    Fact("source_id", "string", "source_id", lambda i: i.source_id, "the source resolved from the write key"),
+    Fact("identified", "boolean",
+         "(coalesce(json_extract_string(ledger, '$.identity.via'), 'anonymous') <> 'anonymous')",
+         lambda i: bool(i.user_id),
+         "the event carries a user id, or its device linked to one earlier (ledger.identity.via)"),
+    Fact("bot_score", "number", "bot_score", None, "the policy's bot model over the other facts"),
+    Fact("score", "number", "score", None, "the policy's propensity model over the other facts"),
+)
+
+BY_NAME: dict[str, Fact] = {fact.name: fact for fact in CATALOG}
+#: Every fact a rule may read.
+NAMES: frozenset[str] = frozenset(BY_NAME)
+#: Fact -> kind (``string`` / ``number`` / ``boolean``): how SQL tests its truthiness like Python does.
+KINDS: dict[str, str] = {fact.name: fact.kind for fact in CATALOG}
+#: Fact -> DuckDB expression over a decided row (what the backtest and the report evaluate rules with).
+SQL: dict[str, str] = {fact.name: fact.sql for fact in CATALOG}
+_DERIVED: tuple[tuple[str, Callable[[FactInputs], Any]], ...] = tuple(
+    (fact.name, fact.derive) for fact in CATALOG if fact.derive is not None)
+
+
+def derive(inputs: FactInputs) -> dict[str, Any]:
+    """Every fact the hot path derives before scoring (the models then add ``bot_score`` and ``score``)."""
+    return {name: fn(inputs) for name, fn in _DERIVED}
