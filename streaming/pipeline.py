@@ -259,12 +259,12 @@ def _decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, s
     state.set("session", session_state.to_dict())
 
     crawler = bots.crawler_matcher().match(event.context.user_agent)
-    facts = fact_catalog.derive(fact_catalog.FactInputs(
+    facts = fact_catalog.derive(
         type=event.type, event=event.event, name=event.name, properties=event.properties,
         user_agent=event.context.user_agent, source_id=event.source_id, features=features, browser=dev.browser,
         os=dev.os, device_type=dev.device_type,
         country=geo.country, region=region_of(geo.country), asn=geo.asn, datacenter=bots.is_datacenter(geo.asn),
-        crawler_pattern=crawler, user_id=user_id))
+        crawler_pattern=crawler, user_id=user_id)
     errors: list[dict[str, str]] = []
     bot_score = _score(policy.bot_model, facts, errors)
     facts["bot_score"] = bot_score

@@ -95,7 +95,7 @@ def traffic(seed: int) -> list[simulator.SimEvent]:
 
 def test_every_catalog_fact_has_one_sql_expression_and_the_policy_accepts_exactly_the_catalog():
     assert FACTS == facts.NAMES == set(COLUMNS)
-    derived = {f.name for f in facts.CATALOG if f.derive is not None}
+    derived = {f.name for f in facts.CATALOG if f.python is not None}
     assert derived == facts.NAMES - {"bot_score", "score"}
 
 
