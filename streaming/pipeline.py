@@ -384,6 +384,9 @@ def _decide_profile(record: dict[str, Any], state: State, policy: CompiledPolicy
     granted = consent.effective(facts.get("region") or "UNKNOWN", policy.region_defaults)
 
     ledger = record["ledger"]
+    if record.get("policy_version") != policy.version:
+        # Stage 1's version is no longer held (a restart between the stages): say which version routed the event.
+        ledger["routed_by_policy_version"] = policy.version
     errors: list[dict[str, str]] = ledger.setdefault("errors", [])
     ledger["purposes"] = granted
     ledger["consent_changed"] = changed
@@ -440,8 +443,10 @@ def _decide_profile(record: dict[str, Any], state: State, policy: CompiledPolicy
         # Only the product fields session features read (no personal data), so the warehouse can recompute the
         # features of the session's later, consented events exactly (one definition, two engines).
         "properties": {k: record["properties"][k] for k in SESSION_INPUTS if k in record["properties"]},
-        "policy_version": policy.version, "consent": granted, "destinations": [], "is_bot": False,
+        "policy_version": record["policy_version"], "consent": granted, "destinations": [], "is_bot": False,
         "raw_partition": record["raw_partition"], "raw_offset": record["raw_offset"], "features": {},
-        "ledger": {"policy_version": policy.version, "destinations": reasons, "purposes": granted,
-                   "decision": "suppressed", **({"errors": errors} if errors else {})},
+        "ledger": {"policy_version": record["policy_version"], "destinations": reasons, "purposes": granted,
+                   "decision": "suppressed", **({"errors": errors} if errors else {}),
+                   **({"routed_by_policy_version": policy.version} if policy.version != record["policy_version"]
+                      else {})},
     })]

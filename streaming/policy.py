@@ -355,12 +355,18 @@ def bootstrap_policy() -> dict[str, Any]:
     return seal(doc)
 
 
+#: Compiled versions a holder keeps besides the current one, so stage 2 can finish an event under the version that
+#: decided its stage 1 across a swap (events in flight between the stages span seconds, not many versions).
+KEPT_VERSIONS = 8
+
+
 class PolicyHolder:
     """The process-wide current policy, swapped atomically. Older or invalid documents never replace a newer one."""
 
     def __init__(self, initial: CompiledPolicy | None = None) -> None:
         self._lock = threading.Lock()
         self._current = initial or compile_policy(bootstrap_policy())
+        self._kept: dict[int, CompiledPolicy] = {self._current.version: self._current}
         self._bootstrap = initial is None
         self.rejected: list[tuple[int | None, str]] = []
         self.listeners: list[Callable[[CompiledPolicy], None]] = []
@@ -368,6 +374,15 @@ class PolicyHolder:
     @property
     def current(self) -> CompiledPolicy:
         return self._current  # a plain attribute read: atomic in CPython, no lock on the hot path
+
+    def version(self, version: Any) -> CompiledPolicy:
+        """The policy of ``version`` if this process still holds it, else the current one.
+
+        One decision per event: stage 2 finishes an event under the version stage 1 decided it with, even when a
+        new version was swapped in between. Only a version this process never held (a restart between the stages)
+        falls back to the current one, and the ledger then names both (``routed_by_policy_version``)."""
+        kept = self._kept.get(version) if isinstance(version, int) else None
+        return kept if kept is not None else self._current
 
     def offer(self, raw: bytes | str | Mapping[str, Any]) -> bool:
         """Try a policy document. Returns True if it became current; logs and records the reason otherwise."""
@@ -400,6 +415,8 @@ class PolicyHolder:
                 return False
             self._current = compiled
             self._bootstrap = False
+            self._kept = {v: p for v, p in self._kept.items() if v > compiled.version - KEPT_VERSIONS}
+            self._kept[compiled.version] = compiled
         logger.info("policy v%d (%s) is now current", compiled.version, compiled.checksum[:19])
         for listener in self.listeners:
             listener(compiled)

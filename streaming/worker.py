@@ -119,7 +119,8 @@ def build_app(settings: StreamingSettings, broker_address: str, holder: PolicyHo
     def stage2(value: dict[str, Any], key: bytes | None, _ts: int, _headers: Any,
                state: Any) -> list[dict[str, Any]]:
         try:
-            outs = decide_profile(value, state, holder.current)
+            # the version stage 1 decided this event with, while this process still holds it
+            outs = decide_profile(value, state, holder.version(value.get("policy_version")))
         except Exception as exc:  # noqa: BLE001 - contained, as in stage 1
             ctx = message_context()
             raw = json_dumps(value)

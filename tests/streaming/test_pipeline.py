@@ -255,3 +255,31 @@ def test_a_model_that_raises_is_skipped_and_flagged(policy):
     outs = hot.send(wire(1))
     assert outs[0].topic in topics.DESTINATIONS and outs[0].value["score"] is None
     assert outs[0].value["ledger"]["errors"] == [{"rule": "model.propensity", "error": "ZeroDivisionError: simulated"}]
+
+
+def test_both_stages_decide_an_event_with_one_policy_version_across_a_swap():
+    """Stage 1 under v1, then v2 is swapped in before stage 2: the event is routed by v1 (the version its ledger
+    names), not by v2. A version the process no longer holds (a restart between the stages) falls back to the
+    current one and the ledger names both."""
+    from streaming.policy import PolicyHolder
+
+    v1 = bootstrap_policy()
+    v1["policy_version"] = 1
+    holder = PolicyHolder(compile_policy(seal(v1)))
+    doc = bootstrap_policy()
+    doc["routing"] = {**doc["routing"], "dest.warehouse": {"purposes": ["analytics"], "when": False}}
+    doc["policy_version"] = 2
+    stage1 = decide_device(wire(1), DictState(), holder.current, secret=SECRET, origin=Origin(0, 1), key="dev-1")
+    assert stage1.topic == "profile" and stage1.value["ledger"]["policy_version"] == 1
+    assert holder.offer(seal(doc)) and holder.current.version == 2
+
+    routed = decide_profile(dict(stage1.value), DictState(), holder.version(stage1.value["policy_version"]))
+    assert topics.DEST_WAREHOUSE in [o.topic for o in routed]
+    assert all(o.value["ledger"]["policy_version"] == 1 for o in routed)
+    assert all("routed_by_policy_version" not in o.value["ledger"] for o in routed)
+
+    forgotten = {**stage1.value, "policy_version": -5, "ledger": {**stage1.value["ledger"], "policy_version": -5}}
+    fallback = decide_profile(forgotten, DictState(), holder.version(-5))
+    assert topics.DEST_WAREHOUSE not in [o.topic for o in fallback]  # v2's routing: the warehouse route is off
+    assert all(o.value["ledger"]["policy_version"] == -5 and o.value["ledger"]["routed_by_policy_version"] == 2
+               for o in fallback)
