@@ -19,7 +19,6 @@ from streaming import facts as fact_catalog
 from streaming.consent import PURPOSES
 from streaming.policy import LinearModel, compile_policy
 from streaming.rules import to_sql
-from warehouse.lake import stream_glob
 
 #: Fact -> SQL over a decided row: the fact catalog's own expressions (one definition with the hot path).
 COLUMNS: dict[str, str] = dict(fact_catalog.SQL)
@@ -90,31 +89,28 @@ def consent_not_looser(candidate: Mapping[str, Any], champion: Mapping[str, Any]
     return True
 
 
-def archived_events_sql(lake: Path | str) -> str:
-    """Events and quarantined events from the lake, deduplicated, joined with the hindsight labels."""
-    sources = [stream_glob(lake, "events"), stream_glob(lake, "quarantine")]
-    present = [g for g in sources if list(Path(g.split("/**")[0]).rglob("*.parquet"))]
-    if not present:
-        raise ValueError(f"no archived events under {lake}")
-    files = "[" + ", ".join(f"'{g}'" for g in present) + "]"
-    return f"""
-        select lake.*, t.label_bot, t.label_converted
-        from read_parquet({files}, hive_partitioning=true, union_by_name=true) lake
+def archived_events_sql() -> str:
+    """The decided events the hot path let through or quarantined, as the warehouse keeps them, with their hindsight
+    labels: ``stg_decided`` (dbt's one dedupe: the copy that counts, a reused id kept apart as ``<id>@<device>``)
+    joined with ``training_events`` on that same id. ml reads decided events only through these models."""
+    return """
+        select decided.*, t.label_bot, t.label_converted
+        from stg_decided decided
         join training_events t using (event_id)
-        qualify row_number() over (partition by lake.event_id order by lake.received_at, lake.kafka_offset) = 1
+        where decided.stream in ('events', 'quarantine')
     """
 
 
-def backtest(con: duckdb.DuckDBPyConnection, lake: Path | str, candidate: Mapping[str, Any],
+def backtest(con: duckdb.DuckDBPyConnection, candidate: Mapping[str, Any],
              champion: Mapping[str, Any]) -> dict[str, Any]:
     """Score both policies on the same archived events. A fact whose column an older lake lacks reads as NULL
     (its rules never fire)."""
-    available = {row[0] for row in con.execute(f"describe {archived_events_sql(lake)}").fetchall()}
+    available = {row[0] for row in con.execute(f"describe {archived_events_sql()}").fetchall()}
     columns = {fact: sql if not sql.isidentifier() or sql in available else "NULL" for fact, sql in COLUMNS.items()}
     cand_bot, champ_bot = bot_sql(candidate, columns), bot_sql(champion, columns)
     cand_sales, champ_sales = sales_sql(candidate, columns), sales_sql(champion, columns)
     row = con.execute(f"""
-        with events as ({archived_events_sql(lake)}),
+        with events as ({archived_events_sql()}),
         decided as (
             select label_bot = 1 as bot, label_converted = 1 as converted,
                    {champ_bot} as champ_q, {cand_bot} as cand_q,

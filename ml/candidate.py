@@ -16,7 +16,6 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
@@ -54,7 +53,7 @@ def _same_condition(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
-def shadow_rule_agreement(con: duckdb.DuckDBPyConnection, lake: Path | str, rule_ids: list[str], *,
+def shadow_rule_agreement(con: duckdb.DuckDBPyConnection, rule_ids: list[str], *,
                           since_versions: dict[str, int] | None = None) -> dict[str, dict[str, float]]:
     """For each shadow rule: how many archived events the hot path recorded it on, and how many were bots.
 
@@ -70,7 +69,7 @@ def shadow_rule_agreement(con: duckdb.DuckDBPyConnection, lake: Path | str, rule
             with events as (
                 select *, list_contains(coalesce(from_json(json_extract(ledger, '$.shadow_rules_fired'),
                                                            '["VARCHAR"]'), []::VARCHAR[]), ?) as hit
-                from ({archived_events_sql(lake)})
+                from ({archived_events_sql()})
                 where coalesce(policy_version, 0) >= ?)
             select count(*) filter (where hit), count(*) filter (where hit and label_bot = 1),
                    count(*) filter (where label_bot = 0)

@@ -228,11 +228,11 @@ def build_and_backtest(layout: DataLayout, *, champion: dict[str, Any], training
     ids, since = shadow_ids(champion)
     bot = training.get("bot") or {}
     with connect(layout.duckdb_path) as con:
-        agreement = shadow_rule_agreement(con, layout.lake, ids, since_versions=since)
+        agreement = shadow_rule_agreement(con, ids, since_versions=since)
         candidate = build_candidate(champion, student=training.get("student"), mined=mined,
                                     shadow_agreement=agreement, start_mode=start_mode, gate=gate_config,
                                     sales_threshold=training.get("sales_threshold"), bot_model=bot.get("student"))
-        result = backtest(con, layout.lake, candidate, champion)
+        result = backtest(con, candidate, champion)
     propensity = dict(training.get("propensity_metrics") or training.get("metrics") or {})
     propensity["new_model"] = "propensity" not in (champion.get("models") or {})
     shipped_bot = (candidate.get("models") or {}).get("bot") or {}

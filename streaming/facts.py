@@ -1,8 +1,9 @@
 """The fact catalog: every fact a rule or model may read, its Python derivation and its SQL expression side by side.
 
 One definition, two engines. The hot path (:mod:`streaming.pipeline`) derives an event's facts with
-:func:`derive`; the warehouse reads the same facts from a decided row (the lake's decided streams and
-``stg_decided``) with :data:`SQL`, which the backtest (:mod:`ml.backtest`) uses to replay rules and models in DuckDB.
+:func:`derive`; the warehouse reads the same facts from a decided event of ``stg_decided`` (dbt's one dedupe of the
+lake's decided streams, the copy that counts) with :data:`SQL`, which the backtest (:mod:`ml.backtest`) uses to
+replay rules and models in DuckDB.
 The policy loader (:data:`streaming.policy.FACTS`) accepts a rule only if every fact it reads is in this catalog.
 ``tests/streaming/test_facts.py`` runs random rules over every fact through both engines and compares them event by
 event, so a fact whose two definitions drift apart fails there.
@@ -55,7 +56,7 @@ def category(properties: dict[str, Any]) -> str | None:
 class Fact:
     name: str
     kind: FactKind
-    #: the DuckDB expression over a decided row (the lake's decided streams, ``stg_decided``)
+    #: the DuckDB expression over a row of ``stg_decided``
     sql: str
     #: the hot path's derivation: a Python expression over :data:`INPUTS`; None for the model scores, which the
     #: policy's models compute from the other facts
@@ -68,10 +69,11 @@ def _feature(name: str) -> Fact:
                 f"session feature {name!r} (streaming.sessions; dbt: int_session_features)")
 
 
-#: The catalog. A decided row stamps each fact as the column its SQL reads (session features as ``f_<name>``).
+#: The catalog. The hot path stamps each fact on the decided record as the column its SQL reads (session features
+#: as ``f_<name>``; ``type`` is ``event_type`` in the warehouse, ``identified`` is read from the ledger).
 CATALOG: tuple[Fact, ...] = (
     *(_feature(name) for name in FEATURES),
-    Fact("type", "string", "type", "type", "page | track | identify | alias | consent | group"),
+    Fact("type", "string", "event_type", "type", "page | track | identify | alias | consent | group"),
     Fact("event_name", "string", "event_name", "event or name",
          "a track event's name, or a page's or screen's name (NULL otherwise)"),
     Fact("category", "string", "category", "category(properties)",
@@ -102,7 +104,7 @@ BY_NAME: dict[str, Fact] = {fact.name: fact for fact in CATALOG}
 NAMES: frozenset[str] = frozenset(BY_NAME)
 #: Fact -> kind (``string`` / ``number`` / ``boolean``): how SQL tests its truthiness like Python does.
 KINDS: dict[str, str] = {fact.name: fact.kind for fact in CATALOG}
-#: Fact -> DuckDB expression over a decided row (what the backtest and the report evaluate rules with).
+#: Fact -> DuckDB expression over a row of ``stg_decided`` (what the backtest and the report evaluate rules with).
 SQL: dict[str, str] = {fact.name: fact.sql for fact in CATALOG}
 
 

@@ -31,15 +31,16 @@ from streaming.consent import ConsentState, InvalidConsentString, purposes_from_
 from streaming.contract import Event, InvalidEvent, parse_raw
 from streaming.policy import CompiledPolicy
 from streaming.sessions import SessionState, update_session
+from warehouse.lake import DECIDED_SCHEMA
 
 logger = logging.getLogger(__name__)
 
 SESSION_INPUTS = ("category", "price", "quantity")
 #: Event ids remembered per device to recognise client retries (they come seconds apart, not days).
 RECENT_IDS = 32
-#: Facts that travel to stage 2 as columns of the record itself: those the warehouse reads as a column of the same
-#: name (the rest travel in ``_facts``; session features in ``features``).
-FACT_COLUMNS = tuple(f.name for f in fact_catalog.CATALOG if f.sql == f.name)
+#: Facts that travel to stage 2 as columns of the decided record itself (the rest travel in ``_facts``; session
+#: features in ``features``).
+FACT_COLUMNS = tuple(f.name for f in fact_catalog.CATALOG if f.name in DECIDED_SCHEMA)
 
 
 class State(Protocol):

@@ -74,7 +74,8 @@ def write_warehouse(layout: DataLayout, frame: pl.DataFrame) -> None:
 
 def write_lake(layout: DataLayout, frame: pl.DataFrame, *, ledger: dict[str, Any] | None = None,
                policy_version: int = 1) -> None:
-    """The frame's events as the lake sink writes them (``events`` / ``quarantine`` by ``is_bot``)."""
+    """The frame's events as the lake sink writes them (``events`` / ``quarantine`` by ``is_bot``), then the real dbt
+    builds ``stg_decided`` over them (ml reads decided events only through the warehouse's dedupe)."""
     from streaming.bots import is_datacenter
 
     records: dict[str, list[dict[str, Any]]] = {"events": [], "quarantine": []}
@@ -82,14 +83,27 @@ def write_lake(layout: DataLayout, frame: pl.DataFrame, *, ledger: dict[str, Any
         records["quarantine" if row["is_bot"] else "events"].append({
             "event_id": row["event_id"], "type": "track", "event_name": "Product Viewed",
             "event_ts": row["event_ts"], "received_at": row["event_ts"], "session_id": row["session_id"],
+            "device_id": f"d-{row['session_id']}", "profile_id": row["user_id"] or f"d-{row['session_id']}",
             "user_id": row["user_id"], "asn": row["asn"], "datacenter": is_datacenter(row["asn"]),
             "is_bot": row["is_bot"], "policy_version": policy_version, "kafka_offset": i,
-            "ledger": {"policy_version": policy_version, **(ledger or {}).get(row["event_id"], {})},
+            "kafka_topic": "dest.warehouse", "kafka_partition": 0, "raw_partition": 0, "raw_offset": i,
+            "ledger": {"policy_version": policy_version, **(ledger or {}).get(row["event_id"], {}),
+                       "identity": {"via": "user_id" if row["user_id"] else "anonymous"}},
             "features": {k: row[f"f_{k}"] for k in FEATURES},
         })
     for stream, rows in records.items():
         if rows:
             lake_layout.write_batch(layout.lake, stream, rows)
+    build_staging(layout)
+
+
+def build_staging(layout: DataLayout) -> None:
+    """The real ``dbt build`` of ``stg_decided`` and what it reads, over the layout's lake, into its DuckDB file."""
+    from tests.warehouse.dbt_runner import run_dbt
+
+    result = run_dbt(["build", "--select", "+stg_decided", "--indirect-selection", "cautious", "--full-refresh"],
+                     lake=layout.lake, workdir=layout.root)
+    assert result.returncode == 0, result.stdout[-3000:]
 
 
 @pytest.fixture

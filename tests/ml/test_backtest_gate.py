@@ -45,7 +45,7 @@ def test_backtest_numbers_equal_an_independent_python_replay(layout, lake_with_o
     champion = bootstrap_policy()
     candidate = _with_rules(champion, FAST_RULE)
     with connect(layout.duckdb_path) as con:
-        result = backtest(con, layout.lake, candidate, champion)
+        result = backtest(con, candidate, champion)
 
     rules = [r for r in compile_policy(candidate).bot_rules if r.mode == "enforce"]
     champ_rules = [r for r in compile_policy(champion).bot_rules if r.mode == "enforce"]
@@ -84,7 +84,7 @@ def test_gate_refuses_a_candidate_whose_rule_would_quarantine_known_humans(layou
     champion = bootstrap_policy()
     candidate = _with_rules(champion, DATACENTER_RULE)
     with connect(layout.duckdb_path) as con:
-        result = backtest(con, layout.lake, candidate, champion)
+        result = backtest(con, candidate, champion)
     assert result["candidate_bots_caught"] > result["champion_bots_caught"]  # it does catch more bots...
     gate = evaluate_gate(result, None)
     assert not gate.passed and gate.checks["humans_not_harmed"] is False  # ...but harms humans
@@ -96,14 +96,14 @@ def test_a_worse_candidate_is_not_promoted_and_the_champion_stays(mlflow_layout,
     better = _with_rules(bootstrap_policy(), FAST_RULE)
     training = logged_run()
     with connect(layout.duckdb_path) as con:
-        first = backtest(con, layout.lake, better, bootstrap_policy())
+        first = backtest(con, better, bootstrap_policy())
     gate = evaluate_gate(first, None)
     assert gate.passed, gate.reasons
     loop.register_and_promote(layout, candidate=better, training=training, gate={**gate.__dict__})
     # The next candidate drops the rule that made the champion better.
     worse = _with_rules(bootstrap_policy(), version=3)
     with connect(layout.duckdb_path) as con:
-        second = backtest(con, layout.lake, worse, better)
+        second = backtest(con, worse, better)
     gate = evaluate_gate(second, {"auc_gap": 0.05, "student_us_per_event": 3.0})
     assert not gate.passed
     assert gate.checks["bots_not_fewer"] is False and gate.checks["student_fidelity"] is False
@@ -179,7 +179,7 @@ def test_mined_rules_and_the_bot_model_enter_in_shadow_and_are_enforced_when_rec
     layout.lake.joinpath("events").exists() and __import__("shutil").rmtree(layout.lake)
     write_lake(layout, frame, ledger=ledger, policy_version=2)
     with connect(layout.duckdb_path) as con:
-        agreement = shadow_rule_agreement(con, layout.lake, ids, since_versions=since)
+        agreement = shadow_rule_agreement(con, ids, since_versions=since)
     bots = frame["label_bot"].to_numpy() == 1
     expected_hits = sum(rule.id in ledger[e]["shadow_rules_fired"] for e in frame["event_id"])
     assert agreement["bot.mined.0.v2"]["hits"] == expected_hits > 0
@@ -191,7 +191,7 @@ def test_mined_rules_and_the_bot_model_enter_in_shadow_and_are_enforced_when_rec
     assert modes["bot.mined.0.v2"] == "enforce"
     # Hits recorded before the rule existed (older versions) never count.
     with connect(layout.duckdb_path) as con:
-        later = shadow_rule_agreement(con, layout.lake, ids, since_versions={k: 3 for k in ids})
+        later = shadow_rule_agreement(con, ids, since_versions={k: 3 for k in ids})
     assert all(a["hits"] == 0 for a in later.values())
 
 

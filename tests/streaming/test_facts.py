@@ -5,7 +5,8 @@ enforced, some in shadow), what the backtest computes in SQL over the lake equal
 same events, event by event: every shadow rule's verdict (``ledger.shadow_rules_fired``) and the bot decision
 (``is_bot`` against :func:`ml.backtest.bot_sql`). The traffic is the simulator's, with client retries (same id, same
 payload, same device) and ids reused by another device mixed in. No broker: the pure stages with keyed state
-(tests/ml/hot_replay.py) and the real lake writer; DuckDB reads the lake.
+(tests/ml/hot_replay.py) and the real lake writer; the real dbt builds ``stg_decided`` (the warehouse's one dedupe,
+which the backtest reads) over that lake.
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ import pytest
 from ml.backtest import COLUMNS, bot_sql, rule_sql
 from streaming import facts, simulator
 from streaming.policy import FACTS, bootstrap_policy, compile_policy, seal
-from streaming.sessions import FEATURES
 from tests.ml.hot_replay import HotPath
-from warehouse.lake import DECIDED_SCHEMA, stream_glob
+from tests.warehouse.dbt_runner import run_dbt
 
 #: Values a string fact is compared with (a mix of ones the traffic has and ones it never has).
 STRINGS: dict[str, list[Any]] = {
@@ -55,20 +55,22 @@ def random_rule(rng: random.Random, fact: facts.Fact) -> dict[str, Any]:
     return {op: [var, rng.choice(THRESHOLDS)]}
 
 
-def random_policy(rng: random.Random) -> dict[str, Any]:
+def random_policy(rng: random.Random, rounds: int) -> dict[str, Any]:
+    """The bootstrap policy plus ``rounds`` random rules on every fact, in shadow, two of them enforced."""
     doc = bootstrap_policy()
     rules = []
-    for i, fact in enumerate(sorted(facts.CATALOG, key=lambda f: f.name)):
-        when = random_rule(rng, fact)
-        if rng.random() < 0.3:  # compound rules: the and/or translation too
-            other = rng.choice(facts.CATALOG)
-            when = {rng.choice(["and", "or"]): [when, random_rule(rng, other)]}
-        rules.append({"id": f"prop.{i}.{fact.name}", "kind": "bot", "mode": "shadow", "when": when})
-    # Two of them enforced (they decide: quarantine), and narrowed with a second condition, so most events still
-    # reach stage 2; the rest are only recorded.
+    for r in range(rounds):
+        for i, fact in enumerate(sorted(facts.CATALOG, key=lambda f: f.name)):
+            when = random_rule(rng, fact)
+            if rng.random() < 0.3:  # compound rules: the and/or translation too
+                other = rng.choice(facts.CATALOG)
+                when = {rng.choice(["and", "or"]): [when, random_rule(rng, other)]}
+            rules.append({"id": f"prop.{r}.{i}.{fact.name}", "kind": "bot", "mode": "shadow", "when": when})
+    # Two of them enforced (they decide: quarantine), narrowed to listed crawlers so most events still reach
+    # stage 2; the rest are only recorded.
     for rule in rng.sample(rules, k=2):
         rule["mode"] = "enforce"
-        rule["when"] = {"and": [rule["when"], random_rule(rng, rng.choice(facts.CATALOG))]}
+        rule["when"] = {"and": [rule["when"], {"var": "ua_crawler"}]}
     doc["rules"] = doc["rules"] + rules
     doc["policy_version"] = 2
     return seal(doc)
@@ -99,30 +101,37 @@ def test_every_catalog_fact_has_one_sql_expression_and_the_policy_accepts_exactl
     assert derived == facts.NAMES - {"bot_score", "score"}
 
 
-def test_every_column_a_fact_reads_is_in_the_lake_schema():
-    """A fact's SQL reads the decided row: each column it names is a lake column (features as ``f_<name>``)."""
-    lake_columns = set(DECIDED_SCHEMA) | {f"f_{name}" for name in FEATURES}
+
+
+@pytest.fixture(scope="module", params=SEEDS)
+def decided(request, tmp_path_factory):
+    """A random policy replayed over the traffic by the hot path, the lake it wrote, and dbt's ``stg_decided``."""
+    seed = request.param
+    workdir = tmp_path_factory.mktemp(f"facts-{seed}")
+    doc = random_policy(random.Random(seed), rounds=3)
+    HotPath().replay(traffic(seed), compile_policy(doc), workdir / "lake")
+    result = run_dbt(["build", "--select", "+stg_decided", "--indirect-selection", "cautious"],
+                     lake=workdir / "lake", workdir=workdir)
+    assert result.returncode == 0, result.stdout[-3000:]
+    con = duckdb.connect(str(workdir / "warehouse.duckdb"), read_only=True)
+    yield seed, doc, con
+    con.close()
+
+
+def test_every_column_a_fact_reads_is_a_column_of_stg_decided(decided):
+    _, _, con = decided
+    columns = {row[0] for row in con.execute("describe stg_decided").fetchall()}
     read = {f.sql for f in facts.CATALOG if f.sql.isidentifier()}
-    assert read and read <= lake_columns, read - lake_columns
+    assert read and read <= columns, read - columns
     assert all("ledger" in f.sql for f in facts.CATALOG if not f.sql.isidentifier())
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-def test_rules_on_every_fact_decide_the_same_in_the_hot_path_and_in_the_backtests_sql(tmp_path, seed):
-    rng = random.Random(seed)
-    doc = random_policy(rng)
-    hot = HotPath()
-    hot.replay(traffic(seed), compile_policy(doc), tmp_path / "lake")
-
-    con = duckdb.connect()
-    decided = " union all by name ".join(
-        f"select * from read_parquet('{stream_glob(tmp_path / 'lake', s)}', hive_partitioning=true, "
-        f"union_by_name=true)" for s in ("events", "quarantine") if (tmp_path / "lake" / s).exists())
-    con.execute(f"create view decided as select distinct on (raw_partition, raw_offset) * from ({decided})")
+def test_rules_on_every_fact_decide_the_same_in_the_hot_path_and_in_the_backtests_sql(decided):
+    seed, doc, con = decided
     shadow = [r for r in doc["rules"] if r.get("mode") == "shadow"]
     verdicts = ", ".join(f"{rule_sql(r['when'])} as \"sql:{r['id']}\"" for r in shadow)
     rows = con.execute(f"select raw_offset, ledger, is_bot, {bot_sql(doc)} as sql_bot, {verdicts} "
-                       f"from decided").fetchall()
+                       f"from stg_decided where stream in ('events', 'quarantine')").fetchall()
     columns = [d[0] for d in con.description]
     assert len(rows) > 500
     mismatches: list[tuple[Any, ...]] = []
@@ -139,8 +148,8 @@ def test_rules_on_every_fact_decide_the_same_in_the_hot_path_and_in_the_backtest
                 mismatches.append((record["raw_offset"], rule["id"], rule["when"], rule["id"] in recorded, in_sql))
     quarantined = sum(1 for r in rows if r[2])
     split = sum(1 for n in fired.values() if 0 < n < len(rows))
-    print(f"\nseed {seed}: {len(rows)} decided events ({quarantined} quarantined), {len(shadow)} shadow rules over "
-          f"{len(facts.CATALOG)} facts, {split} of them true on some events and false on others; "
+    print(f"\nseed {seed}: {len(rows)} decided events in stg_decided ({quarantined} quarantined), {len(shadow)} "
+          f"shadow rules over {len(facts.CATALOG)} facts, {split} of them true on some events and false on others; "
           f"mismatches {len(mismatches)}")
     assert not mismatches, mismatches[:10]
     assert split >= len(shadow) // 3, fired
