@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -44,18 +46,27 @@ DECIDED_STREAMS = ("events", "quarantine", "suppressed")
 
 # --- sizes and figures -------------------------------------------------------------------------------------------
 
+#: Every size resolved in this process, {NAME: value} (the env's or the CI default): figure() stamps them on its
+#: JSON line so that run_all.py can record the size each figure was measured at.
+SIZES: dict[str, int] = {}
+
+
 def size(name: str, ci: int) -> int:
     """``FIRSTMILE_RELIABILITY_<NAME>`` or the CI default."""
-    return int(os.environ.get(f"FIRSTMILE_RELIABILITY_{name.upper()}", ci))
+    value = int(os.environ.get(f"FIRSTMILE_RELIABILITY_{name.upper()}", ci))
+    SIZES[name.upper()] = value
+    return value
 
 
 def figure(scenario: str, summary: str, **values: Any) -> None:
-    """Print a scenario's figure and append it to ``$FIRSTMILE_RELIABILITY_FIGURES`` (JSON lines) if set."""
+    """Print a scenario's figure and append it to ``$FIRSTMILE_RELIABILITY_FIGURES`` (JSON lines) if set, with the
+    sizes resolved so far under ``_sizes``."""
     print(f"\n[{scenario}] {summary} | " + ", ".join(f"{k}={v}" for k, v in values.items()), flush=True)
     path = os.environ.get("FIRSTMILE_RELIABILITY_FIGURES")
     if path:
         with open(path, "a") as fh:
-            fh.write(json.dumps({"scenario": scenario, "summary": summary, **values}, default=str) + "\n")
+            fh.write(json.dumps({"scenario": scenario, "summary": summary, **values, "_sizes": dict(SIZES)},
+                                default=str) + "\n")
 
 
 # --- the platform --------------------------------------------------------------------------------------------------
@@ -102,17 +113,20 @@ class Platform:
         return env
 
     def spawn(self, name: str, module: str = "", *, data_dir: Path | None = None,
-              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+              env: dict[str, str] | None = None, observed: bool = False) -> subprocess.Popen[bytes]:
         """Start ``python -m module`` (default: the worker; FIRSTMILE_RELIABILITY_WORKER overrides its module).
         ``data_dir``: the process's own data directory (a second worker on this machine needs its own state);
-        ``env``: extra settings for this process (``FIRSTMILE_COMMIT_INTERVAL``, ...)."""
+        ``env``: extra settings for this process (``FIRSTMILE_COMMIT_INTERVAL``, ...); ``observed``: run the
+        module under :data:`OBSERVED` (its log then names the partitions it is given and the offsets it commits,
+        read back by :func:`observations`)."""
         module = module or os.environ.get("FIRSTMILE_RELIABILITY_WORKER", "streaming.worker")
         log = (self.data_dir / "logs" / f"{name}.log").open("ab")
         env = {**self.env(), **(env or {})}
         if data_dir is not None:
             data_dir.mkdir(parents=True, exist_ok=True)
             env["FIRSTMILE_DATA_DIR"] = str(data_dir)
-        proc = subprocess.Popen([sys.executable, "-m", module], env=env, cwd=self.data_dir, stdout=log,
+        argv = ["-c", OBSERVED, module] if observed else ["-m", module]
+        proc = subprocess.Popen([sys.executable, *argv], env=env, cwd=self.data_dir, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[name] = proc
         return proc
@@ -148,11 +162,97 @@ class Platform:
             self.broker.stop()
 
 
+#: ``python -c OBSERVED <module>``: runs ``python -m <module>`` unchanged, but logs (lines ``OBSERVED <what> ...``)
+#: each partition assignment and revocation Quix's Application receives and, once each checkpoint has committed,
+#: the offsets it processed per partition. The worker stamps nothing that names the process that decided an event
+#: and Quix logs its rebalances without partitions (and at DEBUG), so this is how a test sees which worker held
+#: which partition and decided what. It wraps Quix's callbacks and changes nothing they do.
+OBSERVED = r"""
+import logging, runpy, sys
+from quixstreams.app import Application
+from quixstreams.checkpointing.checkpoint import Checkpoint
+
+log = logging.getLogger("reliability.observed")
+handler = logging.StreamHandler(sys.stderr)
+handler.setFormatter(logging.Formatter("%(asctime)s OBSERVED %(message)s"))
+log.addHandler(handler)
+log.setLevel(logging.INFO)
+log.propagate = False
+
+
+def observe(name, what):
+    original = getattr(Application, name)
+
+    def observed(self, consumer, parts):
+        if parts:
+            log.info("%s %s", what, " ".join(f"{tp.topic}[{tp.partition}]" for tp in parts))
+        return original(self, consumer, parts)
+
+    setattr(Application, name, observed)
+
+
+for name, what in (("_on_assign", "assigned"), ("_on_revoke", "revoked"), ("_on_lost", "lost")):
+    observe(name, what)
+commit = Checkpoint.commit
+
+
+def observed_commit(self, *args, **kwargs):
+    spans = {tp: (self._starting_tp_offsets.get(tp, last), last) for tp, last in self._tp_offsets.items()}
+    result = commit(self, *args, **kwargs)
+    if spans:
+        log.info("committed %s", " ".join(f"{t}[{p}]@{a}-{b}" for (t, p), (a, b) in sorted(spans.items())))
+    return result
+
+
+Checkpoint.commit = observed_commit
+module = sys.argv[1]
+sys.argv = sys.argv[1:]
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
+
+_OBSERVED_LINE = re.compile(r" OBSERVED (assigned|revoked|lost|committed) (.+)$", re.MULTILINE)
+_PART = re.compile(r"^(.+)\[(\d+)\](?:@(\d+)-(\d+))?$")
+
+
+@dataclass
+class Observations:
+    """What a process spawned with ``observed=True`` logged: the partitions it holds now (``assigned``: input and
+    changelog partitions) and the offsets it processed and committed per partition (``processed``: the committed
+    spans, first to last processed offset, summed)."""
+
+    assigned: set[tuple[str, int]] = field(default_factory=set)
+    processed: dict[tuple[str, int], int] = field(default_factory=lambda: defaultdict(int))
+
+    def decided(self, topic: str) -> int:
+        """Offsets of ``topic`` this process processed and committed (each one an event it decided)."""
+        return sum(n for (t, _p), n in self.processed.items() if t == topic)
+
+
+def observations(log: str) -> Observations:
+    """Replay the OBSERVED lines of a log (:data:`OBSERVED`) into :class:`Observations`."""
+    seen = Observations()
+    for what, rest in _OBSERVED_LINE.findall(log):
+        for item in rest.split():
+            match = _PART.match(item)
+            if match is None:
+                continue
+            tp = (match[1], int(match[2]))
+            if what == "committed" and match[3] is not None:
+                seen.processed[tp] += int(match[4]) - int(match[3]) + 1
+            elif what == "assigned":
+                seen.assigned.add(tp)
+            elif what in ("revoked", "lost"):
+                seen.assigned.discard(tp)
+    return seen
+
+
 # --- producing and consuming -------------------------------------------------------------------------------------
 
 def produce(address: str, items: Iterable[tuple[bytes | None, bytes | None]], *, topic: str = topics.RAW,
-            rate: float | None = None, linger_ms: int = 20) -> list[tuple[int, int]]:
-    """Produce (key, value) in order (idempotent producer); return each record's (partition, offset)."""
+            rate: float | None = None, linger_ms: int = 20,
+            pace_until: threading.Event | None = None) -> list[tuple[int, int]]:
+    """Produce (key, value) in order (idempotent producer); return each record's (partition, offset). ``rate``
+    (records/s) applies until ``pace_until`` is set, if given: then the rest goes at once."""
     producer = Producer({"bootstrap.servers": address, "enable.idempotence": True, "acks": "all",
                          "linger.ms": linger_ms, "message.max.bytes": 4_000_000})
     items = list(items)
@@ -169,10 +269,11 @@ def produce(address: str, items: Iterable[tuple[bytes | None, bytes | None]], *,
 
     start = time.monotonic()
     for i, (key, value) in enumerate(items):
-        if rate:
+        while rate and not (pace_until is not None and pace_until.is_set()):
             ahead = start + i / rate - time.monotonic()
-            if ahead > 0:
-                time.sleep(ahead)
+            if ahead <= 0:
+                break
+            time.sleep(min(ahead, 0.2))
         while True:
             try:
                 producer.produce(topic, key=key, value=value, on_delivery=report(i))
@@ -399,29 +500,82 @@ def wait_for_lake(lake: Path, expected: set[tuple[int, int]], *, timeout: float 
                          f"(e.g. {sorted(missing)[:5]})")
 
 
-DEDUPE_SQL = """
-select * from ({union})
-qualify row_number() over (partition by event_id order by received_at, kafka_offset, kafka_partition, stream) = 1
-"""
+#: The least dbt builds to have stg_decided: the model and its parents (the erasure seed and staging, the lake file
+#: manifest, stg_lake_decided), without their data and unit tests (landing_duplicates counts instead).
+STG_DECIDED_BUILD = ["build", "--select", "+stg_decided", "--exclude-resource-type", "test",
+                     "--exclude-resource-type", "unit_test"]
 
 
-def landing_duplicates(lake: Path) -> dict[str, int]:
-    """Rows per event_id > 1 across the decided streams before dedupe, and after the stg_decided dedupe."""
+def landing_duplicates(data_dir: Path) -> dict[str, int]:
+    """Duplicates in the landing zone ``<data_dir>/lake`` and in what the warehouse keeps of it.
+
+    Landing: rows per event_id > 1 across the decided streams (``duplicate_rows``, ``event_ids_duplicated``).
+    Warehouse: runs the real dbt (:data:`STG_DECIDED_BUILD`) into ``<data_dir>/warehouse.duckdb`` and counts in
+    stg_decided, per the warehouse's own key (the event id as sent and the device, B7):
+
+    * ``duplicates_after_dedupe``: rows beyond the first per (sent_event_id, device_id);
+    * ``event_id_duplicates_after_dedupe``: rows beyond the first per event_id (a reused id is rewritten to
+      ``<event_id>@<device_id>``, so event_id must be unique too);
+    * ``events_lost_by_dedupe``: (event_id, device_id) keys of the lake that stg_decided does not keep, and
+      ``inputs_lost_by_dedupe``: the lake's inputs (raw partition, offset) among them;
+    * ``events_not_in_lake``: keys stg_decided holds that no lake row has.
+
+    Every one of them is 0 when each input the lake holds is represented in stg_decided exactly once. The lake
+    must not be written to meanwhile (stop the lake sink first). Raises AssertionError when dbt fails.
+    """
+    lake = data_dir / "lake"
     con = lake_con(lake)
     try:
         streams = [s for s in lake_streams(con) if s in DECIDED_STREAMS]
-        union = " union all by name ".join(f"select event_id, received_at, kafka_offset, kafka_partition, "
-                                           f"'{s}' as stream from {s}" for s in streams)
-        before = con.execute(f"select count(*), count(distinct event_id) from ({union})").fetchone()
-        after = con.execute(f"select count(*) - count(distinct event_id) from ({DEDUPE_SQL.format(union=union)})"
-                            ).fetchone()
-        ids_dup = con.execute(f"select count(*) from (select event_id from ({union}) group by 1 having count(*) > 1)"
-                              ).fetchone()
-        assert before is not None and after is not None and ids_dup is not None
-        return {"rows": before[0], "event_ids": before[1], "duplicate_rows": before[0] - before[1],
-                "event_ids_duplicated": ids_dup[0], "duplicates_after_dedupe": after[0]}
+        assert streams, f"no decided stream in {lake}"
+        union = " union all by name ".join(f"select event_id, device_id, raw_partition, raw_offset from {s}"
+                                           for s in streams)
+        landing = con.execute(f"""
+            select count(*), count(distinct event_id),
+                   (select count(*) from (select event_id from ({union}) group by 1 having count(*) > 1))
+            from ({union})""").fetchone()
+        assert landing is not None
+        failure = dbt_ok(run_dbt(STG_DECIDED_BUILD, data_dir))
+        assert not failure, f"dbt could not build stg_decided:\n{failure}"
+        con.execute(f"attach '{data_dir / 'warehouse.duckdb'}' as warehouse (read_only)")
+        warehouse = con.execute(f"""
+            with lake as (
+                select event_id as sent_event_id, coalesce(device_id, '') as device, raw_partition, raw_offset
+                from ({union})
+            ),
+            kept as (select sent_event_id, coalesce(device_id, '') as device, event_id from warehouse.stg_decided),
+            kept_keys as (select sent_event_id, device, count(*) as n from kept group by all),
+            lost as (
+                select * from lake
+                where not exists (select 1 from kept_keys k
+                                  where k.sent_event_id = lake.sent_event_id and k.device = lake.device)
+            )
+            select
+                (select count(*) from kept),
+                (select coalesce(sum(n - 1), 0) from kept_keys),
+                (select count(*) - count(distinct event_id) from kept),
+                (select count(*) from (select distinct sent_event_id, device from lost)),
+                (select count(*) from (select distinct raw_partition, raw_offset from lost)),
+                (select count(*) from kept_keys k
+                 where not exists (select 1 from lake
+                                   where lake.sent_event_id = k.sent_event_id and lake.device = k.device))
+            """).fetchone()
+        assert warehouse is not None
     finally:
         con.close()
+    rows, event_ids, duplicated = landing
+    kept, after, id_after, lost, inputs_lost, unknown = (int(v) for v in warehouse)
+    return {"rows": rows, "event_ids": event_ids, "duplicate_rows": rows - event_ids,
+            "event_ids_duplicated": duplicated, "kept_rows": kept, "duplicates_after_dedupe": after,
+            "event_id_duplicates_after_dedupe": id_after, "events_lost_by_dedupe": lost,
+            "inputs_lost_by_dedupe": inputs_lost, "events_not_in_lake": unknown}
+
+
+def dedupe_failures(dupes: dict[str, int]) -> dict[str, int]:
+    """The counts of :func:`landing_duplicates` that must be 0 and are not."""
+    must_be_zero = ("duplicates_after_dedupe", "event_id_duplicates_after_dedupe", "events_lost_by_dedupe",
+                    "inputs_lost_by_dedupe", "events_not_in_lake")
+    return {k: dupes[k] for k in must_be_zero if dupes[k]}
 
 
 # --- dbt ---------------------------------------------------------------------------------------------------------

@@ -3,7 +3,9 @@ flows (at-least-once) and restarted each time. After the lake settles:
 
 * events lost = 0: every input offset of events.raw is in the lake (any stream);
 * duplicates in the landing zone are reported (rows per event_id > 1 across the decided streams);
-* duplicates after the warehouse dedupe (stg_decided's QUALIFY, run in DuckDB over the lake) = 0;
+* what the warehouse keeps (the real dbt builds stg_decided over the test's lake) holds every input the lake holds
+  exactly once, per the warehouse's own key (event id as sent, device): duplicates after dedupe = 0, events lost by
+  the dedupe = 0 (harness.landing_duplicates);
 * identity and consent state after the crashes (read back from the workers' changelog topics once the group has
   committed every input) equal the oracle: the pure first-mile functions replayed once, uninterrupted, over the
   same input.
@@ -29,6 +31,7 @@ from tests.reliability.harness import (
     Platform,
     changelog_state,
     committed,
+    dedupe_failures,
     figure,
     lake_inputs,
     landing_duplicates,
@@ -100,21 +103,23 @@ def test_kill_9_the_worker_while_events_flow(tmp_path):
                    lost=len(set(where) - lake_inputs(platform.lake)), error=str(exc).splitlines()[-1][:160])
             raise
         lost = len(set(where) - lake_inputs(platform.lake))
-        dupes = landing_duplicates(platform.lake)
         actual = changelog_state(platform.address)
     finally:
         platform.close()
+    dupes = landing_duplicates(platform.data_dir)  # dbt over the lake, once nothing writes it any more
     diff = state_diff(actual, Oracle().replay(items, where))
     figure("1 worker crashes", f"{len(items)} events, {len(kills)} kill -9 at {kills} s",
            lost=lost, producer_still_sending_at_last_kill=in_flight,
            landing_duplicate_rows=dupes["duplicate_rows"], landing_duplicated_event_ids=dupes["event_ids_duplicated"],
-           duplicates_after_dedupe=dupes["duplicates_after_dedupe"], lake_settled_s=round(settle, 1),
+           warehouse_rows=dupes["kept_rows"], duplicates_after_dedupe=dupes["duplicates_after_dedupe"],
+           events_lost_by_dedupe=dupes["events_lost_by_dedupe"], lake_settled_s=round(settle, 1),
            all_committed_after_s=round(settle + caught_up, 1),
            identity_mismatches=diff["identity"], device_consent_mismatches=diff["device_consent"],
            consent_mismatches=diff["consent"], session_mismatches=diff["session"], devices=diff["identity_keys"],
            profiles=diff["consent_keys"])
     assert len(kills) == KILLS and lost == 0
-    assert dupes["duplicates_after_dedupe"] == 0
+    assert not (failures := dedupe_failures(dupes)), \
+        f"stg_decided does not hold every input of the lake exactly once: {failures} (all counts: {dupes})"
     assert diff["identity"] == 0 and diff["device_consent"] == 0 and diff["consent"] == 0 and diff["session"] == 0, \
         diff
     assert diff["identity_keys"] > 0 and diff["consent_keys"] > 0
@@ -140,22 +145,26 @@ def test_kill_9_after_delivery_before_the_checkpoint(tmp_path):
         wait_for_commits(platform.address, where, timeout=120, platform=platform, watch=("worker",))
         caught_up = time.monotonic() - restarted
         wait_for_commits(platform.address, where, timeout=60, platform=platform, watch=("worker", "lake"), lake=True)
-        dupes = landing_duplicates(platform.lake)
         actual = changelog_state(platform.address)
     finally:
         platform.close()
+    dupes = landing_duplicates(platform.data_dir)
     oracle = Oracle().replay(items, where)
     at_kill, diff = state_diff(state_at_kill, oracle), state_diff(actual, oracle)
     figure("1b kill after delivery, before the checkpoint",
            f"{len(items)} events delivered, then kill -9 before the first checkpoint",
            uncommitted_at_kill=pending, identity_mismatches_at_kill=at_kill["identity"],
            restarted_worker_committed_all_after_s=round(caught_up, 1),
-           landing_duplicate_rows=dupes["duplicate_rows"], duplicates_after_dedupe=dupes["duplicates_after_dedupe"],
+           landing_duplicate_rows=dupes["duplicate_rows"], warehouse_rows=dupes["kept_rows"],
+           duplicates_after_dedupe=dupes["duplicates_after_dedupe"],
+           events_lost_by_dedupe=dupes["events_lost_by_dedupe"],
            identity_mismatches=diff["identity"], device_consent_mismatches=diff["device_consent"],
            consent_mismatches=diff["consent"], session_mismatches=diff["session"], devices=diff["identity_keys"],
            profiles=diff["consent_keys"])
     assert pending >= len(items)  # the kill came before any checkpoint: nothing was committed
     assert at_kill["identity"] == at_kill["identity_keys"] > 0  # the lake was complete, the state was not
-    assert dupes["duplicates_after_dedupe"] == 0
+    assert dupes["duplicate_rows"] > 0  # the restart re-delivered: the dedupe had something to remove
+    assert not (failures := dedupe_failures(dupes)), \
+        f"stg_decided does not hold every input of the lake exactly once: {failures} (all counts: {dupes})"
     assert diff["identity"] == 0 and diff["device_consent"] == 0 and diff["consent"] == 0 and diff["session"] == 0, \
         diff
