@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streaming.broker import EmbeddedBroker, create_topics
+from streaming.errors import FirstmileError
 from streaming.settings import StreamingSettings
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ logger = logging.getLogger(__name__)
 STOP_GRACE_S = 15.0
 
 
-class PlatformError(RuntimeError):
+class PlatformError(FirstmileError, RuntimeError):
     """A component did not start, or died while the platform was running."""
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from streaming.errors import FirstmileError
+
 logger = logging.getLogger(__name__)
 
 PURPOSES: tuple[str, ...] = ("analytics", "personalization", "marketing", "sales")
@@ -84,8 +86,8 @@ class ConsentState:
                 for p in PURPOSES}
 
 
-class InvalidConsentString(ValueError):
-    pass
+class InvalidConsentString(FirstmileError, ValueError):
+    """A TCF consent string that cannot be decoded: it grants nothing."""
 
 
 #: A TCF v2 core segment is 213+ bits before the vendor sections: ~36 base64url characters at the very least.

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from streaming.errors import FirstmileError
+
 SCHEMA_VERSION = 1
 MAX_EVENT_BYTES = 32 * 1024
 MAX_DEPTH = 8
@@ -23,7 +25,7 @@ EventType = Literal["page", "track", "identify", "alias", "consent", "group"]
 EVENT_TYPES: tuple[str, ...] = ("page", "track", "identify", "alias", "consent", "group")
 
 
-class InvalidEvent(ValueError):
+class InvalidEvent(FirstmileError, ValueError):
     """An event that breaks the contract. ``reason`` is a stable code; ``detail`` says where."""
 
     def __init__(self, reason: str, detail: str = "") -> None:

@@ -16,6 +16,8 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from streaming.errors import FirstmileError
+
 Facts = Mapping[str, Any]
 Predicate = Callable[[Facts], bool]
 
@@ -24,7 +26,7 @@ ARITHMETIC = {"+", "-", "*", "/"}
 OPERATORS = COMPARISONS | ARITHMETIC | {"var", "and", "or", "!", "!!", "in"}
 
 
-class RuleSyntaxError(ValueError):
+class RuleSyntaxError(FirstmileError, ValueError):
     """A rule uses an unknown operator or a malformed operand; the message names the path in the rule."""
 
 

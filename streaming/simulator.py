@@ -40,6 +40,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from streaming.errors import FirstmileError
+
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 SCENARIOS: tuple[str, ...] = ("default", "bot-wave", "consent-storm", "backfill")
 SITE = "https://shop.firstmile.example"
@@ -47,7 +49,7 @@ PURPOSES: tuple[str, ...] = ("analytics", "personalization", "marketing", "sales
 DAY_S = 86_400
 
 
-class ScenarioError(ValueError):
+class ScenarioError(FirstmileError, ValueError):
     """An invalid scenario; the message names the field at fault."""
 
     def __init__(self, field_name: str, problem: str, scenario: str = "") -> None:
@@ -56,7 +58,7 @@ class ScenarioError(ValueError):
         self.field = field_name
 
 
-class SimulatorError(RuntimeError):
+class SimulatorError(FirstmileError, RuntimeError):
     """Delivery failed (broker errors, HTTP errors after retries)."""
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from streaming.errors import FirstmileError
+
 logger = logging.getLogger(__name__)
 
 
@@ -30,7 +32,7 @@ _REPLACE_PRODUCER = frozenset({
 })
 
 
-class BrokerUnavailable(Exception):
+class BrokerUnavailable(FirstmileError):
     """The broker did not acknowledge in time, refused, or is known to be down: answer 503."""
 
 
