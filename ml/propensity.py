@@ -127,24 +127,28 @@ def rows_as_facts(doc: dict[str, Any], x: np.ndarray) -> list[dict[str, Any]]:
 
 
 def per_event_cost_us(teacher: HistGradientBoostingClassifier, doc: dict[str, Any], rows: np.ndarray,
-                      *, repeat: int = 200, teacher_repeat: int = 50, name: str = "propensity"
-                      ) -> tuple[float, float]:
-    """Median single-event cost (µs) of the teacher's ``predict_proba`` on one row and of the hot-path student.
-
-    The student is timed the way the hot path runs it: ``LinearModel.score`` on a facts dict.
-    """
+                      *, repeat: int = 100, passes: int = 2, name: str = "propensity") -> tuple[float, float]:
+    """Median single-event cost (µs) of the teacher's ``predict_proba`` on one row and of the hot-path student
+    (``LinearModel.score`` on a facts dict, as the hot path runs it), timed the same way: one thread, the same first
+    ``repeat`` rows, ``passes`` passes each, every call timed, the order of the two blocks alternating by pass."""
     model = as_linear_model(doc, name=name)
-    facts = rows_as_facts(doc, rows[:repeat])
-    teacher_times, student_times = [], []
-    for row in rows[:teacher_repeat]:
-        start = time.perf_counter()
-        teacher.predict_proba(row.reshape(1, -1))
-        teacher_times.append(time.perf_counter() - start)
-    for f in facts:
-        start = time.perf_counter()
-        model.score(f)
-        student_times.append(time.perf_counter() - start)
-    return float(np.median(teacher_times) * 1e6), float(np.median(student_times) * 1e6)
+    sample = rows[:repeat]
+    facts = rows_as_facts(doc, sample)
+    one_row = [row.reshape(1, -1) for row in sample]
+    teacher_ns: list[int] = []
+    student_ns: list[int] = []
+    with threadpool_limits(1):
+        teacher.predict_proba(one_row[0])  # untimed warm-up of each
+        model.score(facts[0])
+        for p in range(passes):
+            blocks: list[tuple[Any, list[Any], list[int]]] = [(teacher.predict_proba, one_row, teacher_ns),
+                                                              (model.score, facts, student_ns)]
+            for fn, inputs, out in (blocks if p % 2 == 0 else blocks[::-1]):
+                for x in inputs:
+                    start = time.perf_counter_ns()
+                    fn(x)
+                    out.append(time.perf_counter_ns() - start)
+    return float(np.median(teacher_ns) / 1e3), float(np.median(student_ns) / 1e3)
 
 
 def fidelity(y: np.ndarray, p_teacher: np.ndarray, p_student: np.ndarray, *, threshold: float = 0.5

@@ -9,11 +9,19 @@ Each phase gets a fresh embedded broker (Tansu never trims its memory) and a fre
 * ``latency`` – open loop at a fixed rate (default 1,000 req/s of single events), p50/p99/p99.9 measured from each
   request's *scheduled* send time (no coordinated omission), by a Python asyncio generator.
 
+Every phase runs each collector under test back to back (the order alternating from phase to phase) with the same
+load generator: ``raw`` (``python -m streaming.collector``, the raw ASGI app) and ``fastapi``
+(``tests/benchmarks/fastapi_collector.py``: the same work written the idiomatic FastAPI way, pydantic body models,
+``Depends`` for the write key, same sink, same uvicorn options). Besides events/s and latency it reports the
+collector process's CPU time per accepted request, the figure a busy machine (or a load generator that saturates
+first) disturbs least, and the ratios side by side.
+
 Every accepted request was acknowledged by the broker (acks=all, idempotent) before its 200. Prints a report and
-writes JSON (``--json``). Anchor: RudderStack's gateway, 1.7k events/s on 2 cores at 4.2 ms; target ≥ 3× with
-p99 ≤ 5 ms.
+writes JSON (``--json``). Anchor: RudderStack's gateway, 1.7k events/s on 2 cores at 4.2 ms; target (raw) ≥ 3×
+with p99 ≤ 5 ms.
 
     .venv/bin/python tests/benchmarks/bench_collector.py [--duration 10] [--rate 1000] [--linger-ms 1]
+        [--phases latency,single,batch] [--servers raw,fastapi]
 """
 
 from __future__ import annotations
@@ -70,8 +78,23 @@ def cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
+#: how each collector under test is started (same environment, same uvicorn options)
+SERVERS = {
+    "raw": [sys.executable, "-m", "streaming.collector"],
+    "fastapi": [sys.executable, str(Path(__file__).with_name("fastapi_collector.py"))],
+}
+
+
+def fastapi_available() -> bool:
+    try:
+        import fastapi  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 @contextmanager
-def stack(linger_ms: float, workers: int, log_dir: Path):
+def stack(linger_ms: float, workers: int, log_dir: Path, server: str = "raw"):
     from streaming.broker import EmbeddedBroker, create_topics, free_port
     from streaming.settings import load_settings
 
@@ -83,9 +106,9 @@ def stack(linger_ms: float, workers: int, log_dir: Path):
         env = {**os.environ, "KAFKA_BROKER_ADDRESS": broker.address, "FIRSTMILE_WRITE_KEYS": f"{WRITE_KEY}:bench",
                "FIRSTMILE_RATE_LIMIT_PER_S": "0", "FIRSTMILE_COLLECTOR_PORT": str(port),
                "FIRSTMILE_COLLECTOR_LINGER_MS": str(linger_ms), "FIRSTMILE_COLLECTOR_WORKERS": str(workers)}
-        log = open(log_dir / "collector.log", "ab")  # noqa: SIM115
-        collector = subprocess.Popen([sys.executable, "-m", "streaming.collector"], env=env, cwd=ROOT,
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log = open(log_dir / f"collector-{server}.log", "ab")  # noqa: SIM115
+        collector = subprocess.Popen(SERVERS[server], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
         wait_ready(port)
         yield {"port": port, "collector": collector, "broker": broker}
     finally:
@@ -277,17 +300,37 @@ def run_python_load(mode: str, port: int, **kw: Any) -> dict[str, Any]:
 
 # -- main ----------------------------------------------------------------------------------------------------------
 
-def measure(name: str, fn, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
-    with stack(args.linger_ms, args.workers, log_dir) as s:
+def measure(name: str, server: str, fn, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
+    with stack(args.linger_ms, args.workers if server == "raw" else 1, log_dir, server) as s:
         warm_up(s["port"])
         pids = {"collector": s["collector"].pid, "broker": s["broker"].process.pid}
         before = {k: cpu_seconds(p) for k, p in pids.items()}
         t0 = time.monotonic()
         result = fn(s["port"])
         wall = time.monotonic() - t0
-        result["cpu_cores_used"] = {k: round((cpu_seconds(p) - before[k]) / wall, 2) for k, p in pids.items()}
-    print(f"  {name}: done", file=sys.stderr)
+        used = {k: cpu_seconds(p) - before[k] for k, p in pids.items()}
+    result["server"] = server
+    result["cpu_cores_used"] = {k: round(v / wall, 2) for k, v in used.items()}
+    # The figure a busy machine disturbs least: the collector process's CPU per accepted request (uvicorn worker
+    # processes, with --workers > 1, are children and not counted: compare with --workers 1).
+    result["collector_cpu_us_per_request"] = used["collector"] / max(result["requests_ok"], 1) * 1e6
+    print(f"  {name} [{server}]: done", file=sys.stderr)
     return result
+
+
+def side_by_side(results: dict[str, dict[str, Any]], phase: str) -> dict[str, Any] | None:
+    """raw ÷ fastapi for one phase: throughput (events/s), collector CPU per request, latency percentiles."""
+    raw, fast = results.get(phase, {}).get("raw"), results.get(phase, {}).get("fastapi")
+    if not raw or not fast:
+        return None
+    out: dict[str, Any] = {"fastapi_cpu_per_request_x": fast["collector_cpu_us_per_request"]
+                           / raw["collector_cpu_us_per_request"]}
+    if "events_per_s" in raw:
+        out["raw_over_fastapi_events_per_s"] = raw["events_per_s"] / max(fast["events_per_s"], 1e-9)
+    for q in ("p50_ms", "p99_ms"):
+        if raw.get(q) and fast.get(q):
+            out[f"fastapi_over_raw_{q}"] = fast[q] / raw[q]
+    return out
 
 
 def main() -> int:
@@ -300,6 +343,9 @@ def main() -> int:
     parser.add_argument("--batch-connections", type=int, default=16)
     parser.add_argument("--load", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--phases", default="latency,single,batch")
+    parser.add_argument("--servers", default="raw,fastapi",
+                        help="collectors to measure side by side: raw (streaming.collector) and/or fastapi "
+                             "(tests/benchmarks/fastapi_collector.py)")
     parser.add_argument("--json", type=Path, default=ROOT / "data" / "benchmarks" / "collector.json")
     # internal: run as the load generator process
     parser.add_argument("--_load", choices=["open", "closed"], help=argparse.SUPPRESS)
@@ -328,7 +374,11 @@ def main() -> int:
     use_wrk = args.load == "wrk" or (args.load == "auto" and shutil.which("wrk"))
     log_dir = Path(tempfile.mkdtemp(prefix="bench-collector-"))
     phases = args.phases.split(",")
-    results: dict[str, Any] = {}
+    servers = [x for x in args.servers.split(",") if x]
+    if "fastapi" in servers and not fastapi_available():
+        print("fastapi is not installed in this environment: the FastAPI variant is skipped", file=sys.stderr)
+        servers.remove("fastapi")
+    results: dict[str, dict[str, Any]] = {}
 
     def throughput(batch: int, conns: int):
         def run(port: int) -> dict[str, Any]:
@@ -337,45 +387,69 @@ def main() -> int:
             return run_python_load("closed", port, connections=conns, duration=args.duration, batch=batch)
         return run
 
-    if "latency" in phases:
-        results["latency"] = measure("latency", lambda port: run_python_load(
-            "open", port, rate=args.rate, duration=args.duration, batch=1), args, log_dir)
-    if "single" in phases:
-        results["single"] = measure("single", throughput(1, args.connections), args, log_dir)
-    if "batch" in phases:
-        results["batch"] = measure("batch", throughput(100, args.batch_connections), args, log_dir)
+    runners = {
+        "latency": lambda port: run_python_load("open", port, rate=args.rate, duration=args.duration, batch=1),
+        "single": throughput(1, args.connections),
+        "batch": throughput(100, args.batch_connections),
+    }
+    order_log = []
+    for i, phase in enumerate(p for p in ("latency", "single", "batch") if p in phases):
+        # each phase measures every server back to back, the order alternating from phase to phase
+        order = servers if i % 2 == 0 else servers[::-1]
+        order_log.append({"phase": phase, "order": order})
+        results[phase] = {server: measure(phase, server, runners[phase], args, log_dir) for server in order}
 
-    for r in results.values():
-        r.pop("raw", None)
+    for per_server in results.values():
+        for r in per_server.values():
+            r.pop("raw", None)
     target_eps = 3 * ANCHOR["events_per_s"]
+    comparison = {phase: side_by_side(results, phase) for phase in results}
     report = {
         "benchmark": "collector", "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
         "host": platform.node(), "cores": os.cpu_count(), "python": platform.python_version(),
         "linger_ms": args.linger_ms, "workers": args.workers, "duration_s": args.duration, "anchor": ANCHOR,
-        "target": {"events_per_s": target_eps, "p99_ms": 5.0}, "results": results, "logs": str(log_dir),
+        "target": {"events_per_s": target_eps, "p99_ms": 5.0}, "servers": servers, "order": order_log,
+        "results": results, "raw_vs_fastapi": comparison, "logs": str(log_dir),
     }
-    single = results.get("single", {}).get("events_per_s")
-    p99 = results.get("latency", {}).get("p99_ms")
-    report["meets_target"] = {"throughput": single is not None and single >= target_eps,
-                              "p99": p99 is not None and p99 <= 5.0}
+    single = results.get("single", {}).get("raw", {}).get("events_per_s")
+    p99 = results.get("latency", {}).get("raw", {}).get("p99_ms")
+    report["meets_target"] = {"throughput": None if single is None else single >= target_eps,
+                              "p99": None if p99 is None else p99 <= 5.0}  # None: phase not run
 
     print("\nfirstmile collector benchmark "
-          f"({os.cpu_count()} cores, linger.ms={args.linger_ms}, {args.workers} worker(s), {args.duration:g} s/phase)")
+          f"({os.cpu_count()} cores, linger.ms={args.linger_ms}, {args.workers} worker(s), {args.duration:g} s/phase, "
+          f"load average before {load_before[0]:.1f})")
     print(f"anchor: {ANCHOR['name']} {ANCHOR['events_per_s']} ev/s @ {ANCHOR['latency_ms']} ms; "
-          f"target >= {target_eps} ev/s, p99 <= 5 ms")
-    if "single" in results:
-        r = results["single"]
-        print(f"  single events  : {r['events_per_s']:>9,.0f} ev/s  ({r['requests_ok']} ok, "
-              f"{r['requests_failed']} failed, {args.connections} conns, {r['tool']}) cpu {r['cpu_cores_used']}")
-    if "batch" in results:
-        r = results["batch"]
-        print(f"  100-event batch: {r['events_per_s']:>9,.0f} ev/s  ({r['requests_per_s']:,.0f} req/s, "
-              f"{r['requests_failed']} failed, {args.batch_connections} conns, {r['tool']}) cpu {r['cpu_cores_used']}")
-    if "latency" in results:
-        r = results["latency"]
-        print(f"  latency @ {r['rate']:,.0f} req/s: p50 {r['p50_ms']} ms  p90 {r['p90_ms']} ms  p99 {r['p99_ms']} ms  "
-              f"p99.9 {r['p999_ms']} ms  max {r['max_ms']} ms  statuses {r['statuses']}")
-    print(f"  meets target: {report['meets_target']}  (load average before/after: {load_before[0]:.1f}/"
+          f"target (raw collector) >= {target_eps} ev/s, p99 <= 5 ms")
+    for server in servers:
+        label = {"raw": "raw ASGI", "fastapi": "FastAPI"}[server]
+        r = results.get("single", {}).get(server)
+        if r:
+            print(f"  {label:<9} single events  : {r['events_per_s']:>9,.0f} ev/s  ({r['requests_ok']} ok, "
+                  f"{r['requests_failed']} failed, {args.connections} conns, {r['tool']}) "
+                  f"{r['collector_cpu_us_per_request']:,.0f} µs collector CPU/request, cpu {r['cpu_cores_used']}")
+        r = results.get("batch", {}).get(server)
+        if r:
+            print(f"  {label:<9} 100-event batch: {r['events_per_s']:>9,.0f} ev/s  ({r['requests_per_s']:,.0f} req/s, "
+                  f"{r['requests_failed']} failed, {args.batch_connections} conns, {r['tool']}) "
+                  f"{r['collector_cpu_us_per_request']:,.0f} µs collector CPU/request, cpu {r['cpu_cores_used']}")
+        r = results.get("latency", {}).get(server)
+        if r:
+            print(f"  {label:<9} latency @ {r['rate']:,.0f} req/s: p50 {r['p50_ms']} ms  p90 {r['p90_ms']} ms  p99 "
+                  f"{r['p99_ms']} ms  p99.9 {r['p999_ms']} ms  max {r['max_ms']} ms  statuses {r['statuses']}  "
+                  f"{r['collector_cpu_us_per_request']:,.0f} µs collector CPU/request")
+    for phase, c in comparison.items():
+        if not c:
+            continue
+        parts = []
+        if "raw_over_fastapi_events_per_s" in c:
+            parts.append(f"raw ÷ FastAPI events/s {c['raw_over_fastapi_events_per_s']:.2f}×")
+        parts.append(f"FastAPI ÷ raw collector CPU per request {c['fastapi_cpu_per_request_x']:.2f}×")
+        if "fastapi_over_raw_p99_ms" in c:
+            parts.append(f"FastAPI ÷ raw p50 {c['fastapi_over_raw_p50_ms']:.2f}×, "
+                         f"p99 {c['fastapi_over_raw_p99_ms']:.2f}×")
+        print(f"  {phase:<7} side by side: " + "; ".join(parts))
+    print(f"  meets target (raw): {report['meets_target']}  (load average before/after: {load_before[0]:.1f}/"
           f"{report['loadavg_after'][0]:.1f})")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))

@@ -20,15 +20,21 @@ Parts:
 1. ``compute``    – per-event compute inside the worker: ``decide_device`` + ``decide_profile`` timed in-process
    over the same events (plain dict state); cold caches as in a freshly started worker, plus an adversarial pass
    where every user agent is unique (randomizing bots defeat every per-UA cache).
+1b. ``ua``       – the worker's crawler user-agent matcher (all crawler-user-agents patterns in one Hyperscan
+   database) on never-seen user agents, browsers and bots, each lookup timed (p50/p99 µs), side by side with the
+   scan alone, the cached hit and ``crawleruseragents.is_crawler``.
 2. ``throughput`` – events preloaded, then the worker runs in its own process; events/s counted by consuming the
    outputs (distinct ``raw_partition/raw_offset`` over dlq, quarantine, suppressed and destinations: every input ends
-   in exactly one of them), never by watermarks. Also the worker's and the broker's CPU time per event.
+   in exactly one of them), never by watermarks. Also the worker's and the broker's CPU time per event, counted from
+   the worker's first partition assignment (after imports, warm-up and the group join, before its first event) to
+   the last output, for every variant: start-up is excluded here as in the latency phase.
 3. ``latency``    – end-to-end at a fixed rate (default 1,000 ev/s for 40 s): load generator, worker and reader in
    three processes; the load stamps its produce time in a header, the reader takes the first output of each input.
 
 Prints a report and writes JSON (``--json``, default ``data/benchmarks/hotpath.json``).
 
     .venv/bin/python tests/benchmarks/bench_hotpath.py [--events 50000] [--rate 1000] [--duration 40]
+        [--parts compute,ua,throughput,latency] [--ua-lookups 20000] [--ua-reference 1000]
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -257,6 +264,93 @@ def time_compute(records: list[tuple[bytes, bytes]], variant: str, *, unique_ua:
             "decide_profile": summary_us(stage2), "json_roundtrip": summary_us(quix_json), "outputs": outcomes}
 
 
+# --- part 1b: the crawler user-agent matcher, uncached ---------------------------------------------------------------
+
+
+def never_seen_user_agents(n: int, seed: int = 7) -> list[tuple[str, str]]:
+    """``n`` distinct (kind, user agent) pairs, ~70 % browsers and ~30 % bots, shuffled.
+
+    Browsers: fake-useragent's bundled data (839 distinct strings); bots: every instance in the crawler-user-agents
+    list (2,123). Beyond those, variants with a randomized build number (``Chrome/131.0.6778.85`` →
+    ``Chrome/131.0.51234.85``), as bots that randomize their user agent send: every string is new to any cache.
+    """
+    import re
+
+    import crawleruseragents
+    from fake_useragent.utils import load
+
+    rng = random.Random(seed)
+    bases = {"browser": sorted({row["useragent"] for row in load()}),
+             "bot": sorted({i for e in crawleruseragents.CRAWLER_USER_AGENTS_DATA for i in e.get("instances", [])})}
+    version = re.compile(r"(\d+\.\d+\.)(\d+)")
+    out: list[tuple[str, str]] = []
+    used: set[str] = set()
+    for kind, share in (("browser", 0.7), ("bot", 0.3)):
+        want = round(n * share)
+        pool = bases[kind]
+        k = 0
+        while want > 0:
+            ua = pool[k % len(pool)]
+            if k >= len(pool):  # a variant nobody has sent before
+                ua = version.sub(lambda m: m.group(1) + str(rng.randrange(10_000, 99_999)), ua, count=1)
+                if ua in used:
+                    ua = f"{ua} r{k}"
+            k += 1
+            if ua not in used:
+                used.add(ua)
+                out.append((kind, ua))
+                want -= 1
+    rng.shuffle(out)
+    return out
+
+
+def time_ua_matcher(n: int, reference: int) -> dict[str, Any]:
+    """The worker's crawler matcher (all crawler-user-agents patterns in one Hyperscan database) on never-seen user
+    agents: ``match`` through a fresh (empty) LRU cache — what the worker pays per new user agent —, the database
+    scan alone, the cached hit, and ``crawleruseragents.is_crawler`` (Python ``re``) on the first ``reference``
+    of the same strings, side by side."""
+    import crawleruseragents
+
+    from streaming.bots import CrawlerMatcher
+
+    uas = never_seen_user_agents(n)
+    patterns = [entry["pattern"] for entry in crawleruseragents.CRAWLER_USER_AGENTS_DATA]
+    t0 = time.perf_counter()
+    matcher = CrawlerMatcher(patterns)  # a fresh database and an empty cache (not the process-wide singleton)
+    compile_s = time.perf_counter() - t0
+    clock = time.perf_counter_ns
+    rows: dict[str, dict[str, list[int]]] = {k: {"match": [], "scan": [], "cached": [], "is_crawler": []}
+                                             for k in ("browser", "bot")}
+    hits = {"browser": 0, "bot": 0}
+    match, scan = matcher.match, matcher._match_uncached
+    for kind, ua in uas:  # first sight of each: an LRU miss, the scan, the insert
+        t = clock()
+        found = match(ua)
+        rows[kind]["match"].append(clock() - t)
+        hits[kind] += found is not None
+    for kind, ua in uas:
+        t = clock()
+        scan(ua)
+        rows[kind]["scan"].append(clock() - t)
+    for kind, ua in uas:  # cached
+        t = clock()
+        match(ua)
+        rows[kind]["cached"].append(clock() - t)
+    for kind, ua in uas[:reference]:
+        t = clock()
+        crawleruseragents.is_crawler(ua)
+        rows[kind]["is_crawler"].append(clock() - t)
+    counts = {k: sum(1 for kind, _ in uas if kind == k) for k in ("browser", "bot")}
+    result: dict[str, Any] = {"lookups": len(uas), "patterns": len(patterns), "compile_s": compile_s,
+                              "fallback_patterns": len(matcher.fallback), "counts": counts,
+                              "flagged": {k: hits[k] / max(counts[k], 1) for k in hits}}
+    for kind in ("browser", "bot", "all"):
+        for what in ("match", "scan", "cached", "is_crawler"):
+            ns = rows["browser"][what] + rows["bot"][what] if kind == "all" else rows[kind][what]
+            result[f"{kind}_{what}"] = summary_us(ns) if ns else None
+    return result
+
+
 # --- broker, topics, processes ----------------------------------------------------------------------------------------
 
 
@@ -385,6 +479,27 @@ def skeleton_profile(record: dict[str, Any], state: Any, policy: Any) -> list[An
     return [Output(topics.DEST_WAREHOUSE, record["profile_id"], record)]
 
 
+def report_assignment(app: Any) -> None:
+    """Print ``ASSIGNED <cpu s>`` (this process's CPU time so far) once the first partitions are assigned.
+
+    That is the worker's CPU baseline for the throughput phase: imports, warm-up (geo databases, the crawler
+    matcher), building the app, the group join and opening the state stores are behind it; every event is
+    processed after it (Quix consumes only once ``_on_assign`` has returned). Wraps the instance's bound
+    ``_on_assign`` (Quix 3.28 passes ``self._on_assign`` to ``subscribe`` when ``run()`` starts): no per-event cost.
+    """
+    original = app._on_assign
+    done = False
+
+    def on_assign(consumer: Any, partitions: list[Any]) -> None:
+        nonlocal done
+        original(consumer, partitions)
+        if partitions and not done:
+            done = True
+            print(f"ASSIGNED {cpu_seconds(os.getpid()):.3f} {len(partitions)}", flush=True)
+
+    app._on_assign = on_assign
+
+
 def role_worker(args: argparse.Namespace) -> None:
     """The app under test, in its own process: prints READY, runs until SIGTERM."""
     from streaming import bots, enrich
@@ -406,6 +521,7 @@ def role_worker(args: argparse.Namespace) -> None:
         bots.crawler_matcher()  # ~1 s to compile: not on the first event
         app = build_app(settings, args.broker, holder_for(args.variant), state_dir=state_dir)
     signal.signal(signal.SIGTERM, lambda *_: app.stop())
+    report_assignment(app)
     print("READY", flush=True)
     profile_to = os.environ.get("BENCH_HOTPATH_PROFILE")  # a path: cProfile the worker (diagnosis only)
     if profile_to:
@@ -552,6 +668,25 @@ def count_done(variant: str, msg: Any, seen: set[tuple[int, int]]) -> None:
     seen.add((value["raw_partition"], value["raw_offset"]))
 
 
+class Assignment:
+    """Watches the worker's stdout (in a thread) for ``ASSIGNED <cpu s>``; at that moment also samples the broker's
+    CPU, so both baselines are taken when the worker is ready and before it processes the first event."""
+
+    def __init__(self, worker: subprocess.Popen[str], broker_pid: int) -> None:
+        self.worker_cpu = self.broker_cpu = self.at = float("nan")
+        self.seen = threading.Event()
+        self._worker, self._broker_pid = worker, broker_pid
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        assert self._worker.stdout is not None
+        for line in self._worker.stdout:
+            if line.startswith("ASSIGNED") and not self.seen.is_set():
+                self.broker_cpu, self.at = cpu_seconds(self._broker_pid), time.monotonic()
+                self.worker_cpu = float(line.split()[1])
+                self.seen.set()
+
+
 def run_throughput(variant: str, records: list[tuple[bytes, bytes]], tmp: Path, timeout: float) -> dict[str, Any]:
     from streaming import settings as topics
 
@@ -566,6 +701,7 @@ def run_throughput(variant: str, records: list[tuple[bytes, bytes]], tmp: Path, 
         worker = spawn("_worker", "--variant", variant, "--broker", broker.address, "--tmp", str(tmp))
         try:
             wait_line(worker, "READY", 60)
+            assigned = Assignment(worker, broker.process.pid)
             seen: set[tuple[int, int]] = set()
             t_first = t_done = None
             n_first = 0
@@ -582,20 +718,31 @@ def run_throughput(variant: str, records: list[tuple[bytes, bytes]], tmp: Path, 
                 if seen and (not marks or now - marks[-1][0] >= 1.0):
                     marks.append((now, len(seen)))
             t_done = time.monotonic()
-            worker_cpu = cpu_seconds(worker.pid)
-            broker_cpu = cpu_seconds(broker.process.pid) - broker_cpu0
+            worker_cpu_total = cpu_seconds(worker.pid)
+            broker_cpu_end = cpu_seconds(broker.process.pid)
+            assigned.seen.wait(5)
         finally:
             stop(worker)
             consumer.close()
     done = len(seen)
     window = (t_done - t_first) if t_first else float("nan")
+    # CPU from the worker's partition assignment to the last output: start-up, imports and warm-up excluded, as
+    # the latency phase excludes them (it samples after output flows); the whole-process figures are kept apart.
+    worker_cpu = worker_cpu_total - assigned.worker_cpu
+    broker_cpu = broker_cpu_end - assigned.broker_cpu
     return {"variant": variant, "events": n, "done": done, "complete": done >= n, "preload_s": preload_s,
-            "startup_s": (t_first - started) if t_first else None, "window_s": window,
+            "assigned_s": assigned.at - started, "startup_s": (t_first - started) if t_first else None,
+            "window_s": window,
             "events_per_s": (done - n_first) / window if t_first and window > 0 else 0.0,
             "wall_events_per_s": done / (t_done - started),
             "worker_cpu_s": worker_cpu, "broker_cpu_s": broker_cpu,
             "worker_cpu_us_per_event": worker_cpu / max(done, 1) * 1e6,
             "broker_cpu_us_per_event": broker_cpu / max(done, 1) * 1e6,
+            "worker_startup_cpu_s": assigned.worker_cpu,
+            "worker_cpu_s_since_process_start": worker_cpu_total,
+            "worker_cpu_us_per_event_since_process_start": worker_cpu_total / max(done, 1) * 1e6,
+            "broker_cpu_s_since_worker_spawn": broker_cpu_end - broker_cpu0,
+            "cpu_baseline": "worker's first partition assignment (before its first event) → last output",
             "progress": [(round(t - started, 2), c) for t, c in marks]}
 
 
@@ -648,7 +795,9 @@ def run_latency(variant: str, events_file: Path, tmp: Path, rate: float, duratio
             "p50_ms": pct(lat, 0.5), "p90_ms": pct(lat, 0.9), "p99_ms": pct(lat, 0.99), "p999_ms": pct(lat, 0.999),
             "max_ms": max(lat) if lat else float("nan"),
             "first_half_p99_ms": pct(lat[:half], 0.99), "second_half_p99_ms": pct(lat[half:], 0.99),
-            "worker_cpu_share": worker_cpu / duration, "broker_cpu_share": broker_cpu / duration}
+            "worker_cpu_share": worker_cpu / duration, "broker_cpu_share": broker_cpu / duration,
+            "worker_cpu_us_per_event": worker_cpu / max(len(lat), 1) * 1e6,
+            "cpu_baseline": "after output flows (probes) + 3 s, at the start of the measured load → reader done"}
 
 
 # --- report -----------------------------------------------------------------------------------------------------------
@@ -682,20 +831,47 @@ def report(res: dict[str, Any]) -> str:
         outs = res["compute"][0]["outputs"]
         lines.append("   outputs (full): " + ", ".join(f"{k} {v}" for k, v in sorted(outs.items())))
         lines.append("")
+    if res.get("ua"):
+        u = res["ua"]
+        lines.append(f"1b. crawler user-agent matcher ({u['patterns']} crawler-user-agents patterns in one Hyperscan "
+                     f"database, compiled in {u['compile_s']:.2f} s), {u['lookups']} never-seen user agents "
+                     f"({u['counts']['browser']} browsers, {u['counts']['bot']} bots), µs per lookup")
+        lines.append(f"   {'lookup':<44}{'p50':>8}{'p90':>8}{'p99':>8}{'p99.9':>9}{'max':>9}{'mean':>8}")
+        labels = {"match": "match(), first sight (LRU miss + scan)", "scan": "database scan alone (no cache)",
+                  "cached": "match(), cached", "is_crawler": "crawleruseragents.is_crawler (re)"}
+        for what in ("match", "scan", "cached", "is_crawler"):
+            for kind in ("all", "browser", "bot"):
+                st = u.get(f"{kind}_{what}")
+                if not st:
+                    continue
+                name = f"{labels[what]}: {kind}" if kind == "all" else f"  {kind} ({st['n']})"
+                lines.append(f"   {name:<44}{fmt(st['p50_us'], '.1f'):>8}{fmt(st['p90_us'], '.1f'):>8}"
+                             f"{fmt(st['p99_us'], '.1f'):>8}{fmt(st['p999_us'], '.1f'):>9}{fmt(st['max_us'], '.1f'):>9}"
+                             f"{fmt(st['mean_us'], '.1f'):>8}")
+        ref, fast = u.get("all_is_crawler"), u["all_match"]
+        if ref:
+            lines.append(f"   is_crawler ÷ match (first sight): p50 {ref['p50_us'] / fast['p50_us']:.0f}×, p99 "
+                         f"{ref['p99_us'] / fast['p99_us']:.0f}× (on the first {ref['n']} of the same strings)")
+        lines.append(f"   flagged as crawler: bots {u['flagged']['bot']:.3f}, browsers {u['flagged']['browser']:.4f} "
+                     "(variants included)")
+        lines.append("")
     if res.get("throughput"):
         base = next((t for t in res["throughput"] if t["variant"] == "passthrough"), None)
         lines.append("2. throughput, preloaded, counted by consuming the outputs (events/s over first→last output)")
         lines.append(f"   {'variant':<13}{'done':>8}{'events/s':>10}{'× pass':>8}{'wall ev/s':>11}{'start s':>9}"
-                     f"{'worker µs/ev':>14}{'broker µs/ev':>14}{'× pass CPU':>12}")
+                     f"{'worker µs/ev':>14}{'broker µs/ev':>14}{'× pass CPU':>12}{'start CPU s':>13}")
         for t in res["throughput"]:
             ratio = t["events_per_s"] / base["events_per_s"] if base and base["events_per_s"] else None
             cpu_ratio = base["worker_cpu_us_per_event"] / t["worker_cpu_us_per_event"] if base else None
             lines.append(f"   {t['variant']:<13}{t['done']:>8}{fmt(t['events_per_s']):>10}{fmt(ratio, '.2f'):>8}"
                          f"{fmt(t['wall_events_per_s']):>11}{fmt(t['startup_s'], '.1f'):>9}"
                          f"{fmt(t['worker_cpu_us_per_event']):>14}{fmt(t['broker_cpu_us_per_event']):>14}"
-                         f"{fmt(cpu_ratio, '.2f'):>12}" + ("" if t["complete"] else "  INCOMPLETE"))
+                         f"{fmt(cpu_ratio, '.2f'):>12}{fmt(t.get('worker_startup_cpu_s'), '.2f'):>13}"
+                         + ("" if t["complete"] else "  INCOMPLETE"))
         lines.append("   target: full ≥ 0.6× passthrough (events/s).  '× pass CPU' = passthrough worker CPU/event ÷ "
                      "this variant's (rate if the worker had a core to itself)")
+        lines.append("   CPU per event counts from the worker's partition assignment (before its first event) to the "
+                     "last output, every variant alike; 'start CPU s' (imports, warm-up, group join) is excluded")
         by_variant = {t["variant"]: t for t in res["throughput"]}
         skeleton, full = by_variant.get("skeleton"), by_variant.get("full")
         if skeleton and full and skeleton["events_per_s"]:
@@ -749,6 +925,11 @@ def main_bench(args: argparse.Namespace) -> None:
             res["compute"] = [time_compute(records, "full"), time_compute(records, "nomodel"),
                               time_compute(records[:UNIQUE_UA_EVENTS], "full", unique_ua=True)]
             print(f"[{time.monotonic() - t:5.1f}s] compute done", flush=True)
+        if "ua" in args.parts:
+            res["ua"] = time_ua_matcher(args.ua_lookups, args.ua_reference)
+            ua = res["ua"]["all_match"]
+            print(f"[{time.monotonic() - t:5.1f}s] crawler matcher, never-seen user agents: p50 {ua['p50_us']:.1f} / "
+                  f"p99 {ua['p99_us']:.1f} µs", flush=True)
         if "throughput" in args.parts:
             res["throughput"] = []
             for variant in VARIANTS:
@@ -804,8 +985,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s of the latency load")
     parser.add_argument("--duration", type=float, default=40.0, help="seconds of measured latency load")
     parser.add_argument("--timeout", type=float, default=180.0, help="max seconds per throughput variant")
-    parser.add_argument("--parts", default="compute,throughput,latency",
-                        help="comma-separated subset of compute,throughput,latency")
+    parser.add_argument("--parts", default="compute,ua,throughput,latency",
+                        help="comma-separated subset of compute,ua,throughput,latency")
+    parser.add_argument("--ua-lookups", type=int, default=20_000,
+                        help="never-seen user agents for the crawler-matcher part (ua)")
+    parser.add_argument("--ua-reference", type=int, default=1000,
+                        help="of those, how many also go through crawleruseragents.is_crawler (Python re)")
     parser.add_argument("--json", default=str(ROOT / "data" / "benchmarks" / "hotpath.json"))
     args = parser.parse_args()
     args.parts = set(args.parts.split(","))
