@@ -21,6 +21,7 @@ import pytest
 
 from streaming import settings as topics
 from tests.reliability.harness import figure
+from tests.reliability.traffic import ROBOT_REUSED_IDS
 
 pytestmark = pytest.mark.integration
 
@@ -113,6 +114,8 @@ def test_dedupe_keeps_the_delivered_event_not_the_ledger_only_copy(traffic):
 
 def test_conflicting_event_id_reuse_is_flagged(traffic):
     reused = {m["event_id"] for m in traffic.meta if m["kind"] in ("robot_static", "robot_reuse")}
+    # one id sent over and over by one robot, plus every id the other robot took from people (traffic.py)
+    assert len(reused) == 1 + ROBOT_REUSED_IDS, len(reused)
     con = con_of(traffic)
     try:
         flagged = {r[0] for r in con.execute("select event_id from event_id_conflicts").fetchall()}
@@ -161,5 +164,7 @@ def test_reuse_by_another_device_does_not_drop_the_victims_event(traffic):
     figure("8 duplicates: merged reuse", f"{len(stolen)} event ids of {victims} people reused by a robot",
            victims_events_replaced_by_the_robots=kept_robot, victims_events_kept=victims_kept,
            robots_events_kept_apart=robot_kept_apart, parity_mismatches_on_victims_and_robot=mismatched)
+    # exactly what the traffic generates: ROBOT_REUSED_IDS stolen ids, each robot event kept apart under its own key
+    assert len(stolen) == ROBOT_REUSED_IDS, len(stolen)
     assert kept_robot == 0 and mismatched == 0
-    assert victims_kept == len(stolen) and robot_kept_apart >= 1
+    assert victims_kept == len(stolen) and robot_kept_apart == ROBOT_REUSED_IDS, (victims_kept, robot_kept_apart)

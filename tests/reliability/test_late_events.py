@@ -12,6 +12,7 @@ year's orders (simulator scenario ``backfill``: server-side, userId only, no sen
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -95,8 +96,10 @@ BACKFILL_FLUSH_BUG = ("B9: one lake-sink checkpoint writes a Parquet file per (t
 
 def test_a_year_of_backfill_in_one_burst_does_not_kill_the_lake_sink(tmp_path):
     """Decided records of a year of history land on dest.warehouse at once (what the worker emits for a backfill):
-    the lake sink must write them all, placed by event date, and stay up. Size: FIRSTMILE_RELIABILITY_BURST
-    (CI 6,000 records over 365 days; full 40,000)."""
+    the lake sink must write them all, placed by event date, and stay up. Placement is checked on the files
+    themselves: every burst record's row in the ``events`` stream, and its ``deliveries`` row, must sit under
+    ``event_date=<UTC date of its event_ts>`` (warehouse/lake.py's layout), and every record of the burst must be
+    checked. Size: FIRSTMILE_RELIABILITY_BURST (CI 6,000 records over 365 days; full 40,000)."""
     import time
     from datetime import UTC, datetime, timedelta
 
@@ -104,17 +107,21 @@ def test_a_year_of_backfill_in_one_burst_does_not_kill_the_lake_sink(tmp_path):
 
     from streaming import settings as topics
     from tests.reliability.harness import Platform, produce, size, wait_for_lake
+    from warehouse.lake import stream_glob
 
     n = size("burst", 6000)
     t0 = datetime(2026, 11, 2, tzinfo=UTC)
     items = []
+    event_date: dict[str, str] = {}  # event_id → the partition it must land in, from the time the test gave it
     for i in range(n):
         at = t0 - timedelta(days=1 + i % 365, seconds=i)
+        event_date[f"burst-{i}"] = at.astimezone(UTC).date().isoformat()
         record = {"event_id": f"burst-{i}", "type": "track", "event_name": "Order Completed", "user_id": f"u{i % 500}",
                   "profile_id": f"u{i % 500}", "device_id": f"u{i % 500}", "event_ts": at.isoformat(),
                   "received_at": t0.isoformat(), "raw_partition": 0, "raw_offset": i, "features": {},
                   "properties": {"revenue": 10.0}, "ledger": {"decision": "routed"}}
         items.append((f"u{i % 500}".encode(), orjson.dumps(record)))
+    placement: dict[str, dict[str, int]] = {}
     platform = Platform(tmp_path / "data").start()
     try:
         platform.spawn("lake", "streaming.lake_sink")
@@ -126,9 +133,34 @@ def test_a_year_of_backfill_in_one_burst_does_not_kill_the_lake_sink(tmp_path):
         finally:
             alive = platform.alive("lake")
             files = len(list(platform.lake.rglob("*.parquet")))
-            figure("9 late and skewed: backfill burst", f"{n} decided records over 365 event dates at once",
-                   lake_sink_alive=alive, parquet_files=files, settled_s=round(time.monotonic() - started, 1),
-                   error=[line for line in platform.log("lake").splitlines() if "Error" in line][-1:])
+            settled = round(time.monotonic() - started, 1)
+        con = duckdb.connect()
+        try:
+            for stream in ("events", "deliveries"):
+                # the directory each row's file sits in, not a column: placement is where the file is
+                glob = stream_glob(platform.lake, stream)
+                rows = con.execute(f"select event_id, filename from read_parquet('{glob}', filename=true, "
+                                   "hive_partitioning=false)").fetchall()
+                days = [(eid, Path(f).parent.name.removeprefix("event_date=")) for eid, f in rows
+                        if eid in event_date]
+                placement[stream] = {
+                    "rows": len(days), "checked": len({eid for eid, _ in days}),
+                    "wrong_partition": sum(day != event_date[eid] for eid, day in days),
+                    "partitions": len({day for _, day in days}),
+                }
+        finally:
+            con.close()
+        figure("9 late and skewed: backfill burst", f"{n} decided records over {len(set(event_date.values()))} "
+               "event dates at once",
+               lake_sink_alive=alive, parquet_files=files, settled_s=settled,
+               **{f"{stream}_{k}": v for stream, counts in placement.items() for k, v in counts.items()},
+               error=[line for line in platform.log("lake").splitlines() if "Error" in line][-1:])
     finally:
         platform.close()
     assert alive
+    for stream, counts in placement.items():
+        # the whole burst checked (a re-delivered batch may add a copy: rows >= checked), each row in the partition
+        # of its own event date
+        assert counts["checked"] == n, (stream, counts)
+        assert counts["wrong_partition"] == 0, (stream, counts)
+    assert set(placement) == {"events", "deliveries"}

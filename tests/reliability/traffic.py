@@ -47,6 +47,10 @@ BACKFILL = size("backfill_orders", 300)
 POISON_SHARE = 0.01
 RETRY_DEVICE_SHARE = 0.2
 SKEW_DEVICE_SHARE = 0.08
+#: Robots reusing event ids with another payload: one robot sends one id this many times, another sends this many
+#: ids taken from other people's events (scenario 8 asserts exactly these counts).
+ROBOT_STATIC_EVENTS = 20
+ROBOT_REUSED_IDS = 20
 
 CANARY_EMAILS = tuple(f"canary.{i}.q7x@leak-probe.example" for i in range(4))
 CANARY_PHONES = tuple(f"+1 415 555 {1200 + i:04d}" for i in range(4))
@@ -236,7 +240,7 @@ def build(platform: Platform) -> Traffic:
     # robots reusing event ids with a different payload
     t0 = datetime.fromisoformat("2026-11-02T12:00:00+00:00")
     robot_ip = ips[0]
-    for i in range(20):
+    for i in range(ROBOT_STATIC_EVENTS):
         at = t0 + timedelta(seconds=7 * i)
         body = {"type": "track", "messageId": "robot-static-id", "anonymousId": "robot-0001",
                 "event": "Product Viewed", "timestamp": _iso(at),
@@ -244,7 +248,7 @@ def build(platform: Platform) -> Traffic:
                 "properties": {"sku": f"SKU-{i}", "price": 10 + i}}
         record = from_segment(body, source_id="reliability", received_at=at)
         add(b"robot-0001", orjson.dumps(record), kind="robot_static", event_id="robot-static-id")
-    for i, stolen in enumerate(rng.sample(human_ids, min(20, len(human_ids)))):
+    for i, stolen in enumerate(rng.sample(human_ids, min(ROBOT_REUSED_IDS, len(human_ids)))):
         at = t0 + timedelta(seconds=11 * i)
         body = {"type": "track", "messageId": stolen, "anonymousId": "robot-0002", "event": "Product Added",
                 "timestamp": _iso(at), "context": {"ip": robot_ip, "userAgent": "python-requests/2.32"},
