@@ -41,9 +41,9 @@ from warehouse.layout import DataLayout
 logger = logging.getLogger(__name__)
 
 
-def current_champion(layout: DataLayout) -> dict[str, Any]:
+def current_champion(layout: DataLayout, *, tracking_uri: str | None = None) -> dict[str, Any]:
     """The champion's policy document, or the bootstrap policy before anything was promoted."""
-    client = registry.configure(layout)
+    client = registry.configure(layout, tracking_uri=tracking_uri)
     return registry.champion_policy(client) or bootstrap_policy()
 
 
@@ -116,13 +116,15 @@ def _describe_run(head: str, metrics: dict[str, Any], features: tuple[str, ...],
 
 
 def train_bot_run(layout: DataLayout, *, frame: Any = None, split: Split | None = None,
-                  config: BotModelConfig | None = None, parent_run_id: str | None = None) -> dict[str, Any]:
+                  config: BotModelConfig | None = None, parent_run_id: str | None = None,
+                  tracking_uri: str | None = None) -> dict[str, Any]:
     """The bot head: teacher on ``label_bot``, distilled student with a human-safe threshold, one MLflow run.
 
     Returns ``{"run_id", "metrics", "student", "threshold"}``; ``student`` is the ``models.bot`` document (mode
-    ``shadow``; :func:`ml.candidate.build_candidate` decides its mode in the candidate).
+    ``shadow``; :func:`ml.candidate.build_candidate` decides its mode in the candidate). ``tracking_uri``: an MLflow
+    server; None: the data directory's store (:func:`ml.registry.configure`), as in every step below.
     """
-    registry.configure(layout)
+    registry.configure(layout, tracking_uri=tracking_uri)
     frame = load_training_events(layout.duckdb_path) if frame is None else frame
     split = split or time_split(frame)
     config = config or BotModelConfig()
@@ -157,13 +159,14 @@ def train_bot_run(layout: DataLayout, *, frame: Any = None, split: Split | None 
 
 
 def train_propensity_run(layout: DataLayout, *, bot_head: bool = True,
-                         bot_config: BotModelConfig | None = None) -> dict[str, Any]:
+                         bot_config: BotModelConfig | None = None, tracking_uri: str | None = None
+                         ) -> dict[str, Any]:
     """Train teacher and student on the warehouse's training set; log everything to one MLflow run.
 
     With ``bot_head`` (default) the bot-likelihood head is trained on the same split and logged as a second run;
     it is returned under ``"bot"`` (see :func:`train_bot_run`).
     """
-    registry.configure(layout)
+    registry.configure(layout, tracking_uri=tracking_uri)
     frame = load_training_events(layout.duckdb_path)
     split = time_split(frame)
     result = train_propensity(split)
@@ -199,7 +202,8 @@ def train_propensity_run(layout: DataLayout, *, bot_head: bool = True,
                            "sales_threshold": threshold, "rows": frame.height, "data_version": version,
                            "description": description}
     if bot_head:
-        bot = train_bot_run(layout, frame=frame, split=split, config=bot_config, parent_run_id=run_id)
+        bot = train_bot_run(layout, frame=frame, split=split, config=bot_config, parent_run_id=run_id,
+                            tracking_uri=tracking_uri)
         out["bot"] = bot
         with mlflow.start_run(run_id=run_id):
             mlflow.set_tag("bot_run_id", bot["run_id"])
@@ -218,7 +222,7 @@ def mine_rules(layout: DataLayout, *, config: MiningConfig | None = None) -> lis
 
 def build_and_backtest(layout: DataLayout, *, champion: dict[str, Any], training: dict[str, Any],
                        mined: list[dict[str, Any]], start_mode: StartMode = "auto",
-                       gate_config: GateConfig | None = None) -> dict[str, Any]:
+                       gate_config: GateConfig | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
     """Candidate policy from the champion; backtest both on the lake; evaluate the gate; keep the comparison.
 
     Shadow rules of the champion (and its bot model, id ``model.bot``) are judged on what the hot path recorded
@@ -244,7 +248,7 @@ def build_and_backtest(layout: DataLayout, *, champion: dict[str, Any], training
     gate: GateResult = evaluate_gate(result, propensity, config=gate_config, bot=bot_metrics)
     result["shadow_agreement"] = agreement
     record_backtest(layout.duckdb_path, {**result, "gate_passed": gate.passed, "gate_reasons": gate.reasons})
-    registry.configure(layout)
+    registry.configure(layout, tracking_uri=tracking_uri)
     with mlflow.start_run(run_id=training["run_id"]):
         mlflow.log_metrics({f"backtest_{k}": float(v) for k, v in result.items()
                             if isinstance(v, int | float) and not isinstance(v, bool)})
@@ -255,14 +259,14 @@ def build_and_backtest(layout: DataLayout, *, champion: dict[str, Any], training
 
 
 def register_and_promote(layout: DataLayout, *, candidate: dict[str, Any], training: dict[str, Any],
-                         gate: dict[str, Any]) -> dict[str, Any]:
+                         gate: dict[str, Any], tracking_uri: str | None = None) -> dict[str, Any]:
     """Attach the policy to the run, register a model version, and move ``champion`` if the gate passed.
 
     The version carries the tags ``validation_status`` (``passed_gate``/``rejected_by_gate``, then ``champion``),
     ``distilled_from`` (the teacher run), ``policy_version``, ``policy_artifact``, ``data_version`` and, with a
     bot head, ``bot_distilled_from``; its description is the policy's plus the models'.
     """
-    client = registry.configure(layout)
+    client = registry.configure(layout, tracking_uri=tracking_uri)
     with mlflow.start_run(run_id=training["run_id"]):
         mlflow.log_dict(candidate, registry.policy_artifact_path(candidate))
         mlflow.log_dict(candidate, "policy/policy.json")  # the newest, where earlier versions looked

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +27,14 @@ SKOPS_TRUSTED = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredict
 
 
 def configure(layout: DataLayout, *, tracking_uri: str | None = None) -> MlflowClient:
-    """Point MLflow at the data directory's SQLite store (or ``tracking_uri``) and ensure the experiment exists."""
+    """Point MLflow at ``tracking_uri`` or, when it is None or empty, the data directory's SQLite store, and ensure
+    the experiment exists.
+
+    ``tracking_uri`` is an MLflow server (``FIRSTMILE_MLFLOW_TRACKING_URI``, read by the entry point's settings and
+    passed down: orchestration/settings.py); nothing here reads the environment.
+    """
     layout.ensure()
-    # FIRSTMILE_MLFLOW_TRACKING_URI (the compose runtime's MLflow server) wins over the data directory's SQLite
-    # store. Not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that variable, so after the first call in a
-    # process it would pin every later data directory to the first one's store.
-    uri = tracking_uri or os.environ.get("FIRSTMILE_MLFLOW_TRACKING_URI") or layout.mlflow_tracking_uri
+    uri = tracking_uri or layout.mlflow_tracking_uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)

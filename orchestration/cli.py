@@ -1,4 +1,8 @@
-"""The ``firstmile`` command. Imports lazily: ``firstmile worker`` must not load Dagster, dbt or MLflow."""
+"""The ``firstmile`` command. Imports lazily: ``firstmile worker`` must not load Dagster, dbt or MLflow.
+
+Each command is an entry point: it reads its tier's settings once (``--data-dir`` over ``FIRSTMILE_DATA_DIR``) and
+passes them, or the values they hold, down; child processes get an environment built from them.
+"""
 
 from __future__ import annotations
 
@@ -8,26 +12,43 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orchestration.settings import OrchestrationSettings
+
+
+def _data_dir_override(args: argparse.Namespace) -> dict[str, Any]:
+    """``--data-dir`` wins over ``FIRSTMILE_DATA_DIR`` (and ``.env``)."""
+    return {"data_dir": Path(args.data_dir)} if args.data_dir else {}
+
+
+def _orchestration_settings(args: argparse.Namespace) -> OrchestrationSettings:
+    from orchestration.settings import load_orchestration_settings
+
+    return load_orchestration_settings(**_data_dir_override(args))
 
 
 def _demo(args: argparse.Namespace) -> int:
     from orchestration.demo import run_demo
 
-    data_dir = Path(args.data_dir or os.environ.get("FIRSTMILE_DATA_DIR", "data"))
-    run_demo(data_dir=data_dir, scenario=args.scenario, users=args.users, fresh=not args.keep)
-    print(f"\nData left in {data_dir.resolve()}. Open the UIs with `firstmile ui` (Dagster) and "
+    settings = _orchestration_settings(args)
+    run_demo(data_dir=settings.data_dir, scenario=args.scenario, users=args.users, fresh=not args.keep,
+             mlflow_tracking_uri=settings.mlflow_tracking_uri)
+    print(f"\nData left in {settings.layout.root}. Open the UIs with `firstmile ui` (Dagster) and "
           f"`firstmile mlflow-ui` (MLflow).")
     return 0
 
 
 def _ui(args: argparse.Namespace) -> int:
-    data_dir = Path(args.data_dir or os.environ.get("FIRSTMILE_DATA_DIR", "data")).resolve()
-    env = {**os.environ, "DAGSTER_HOME": str(data_dir / "dagster"), "FIRSTMILE_DATA_DIR": str(data_dir)}
+    settings = _orchestration_settings(args)
+    # `dagster dev` inherits this environment, with the data directory and instance the settings resolved.
+    env = {**os.environ, **settings.child_env()}
     env.setdefault("KAFKA_BROKER_ADDRESS", "unset")
-    (data_dir / "dagster").mkdir(parents=True, exist_ok=True)
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
     from orchestration.environment import ensure_dbt_manifest
 
-    ensure_dbt_manifest()
+    ensure_dbt_manifest(settings)
     bin_dir = Path(sys.executable).parent
     os.execve(str(bin_dir / "dagster"), [str(bin_dir / "dagster"), "dev", "-m", "orchestration.definitions",
                                         "-h", args.host, "-p", str(args.port)], env)
@@ -35,9 +56,7 @@ def _ui(args: argparse.Namespace) -> int:
 
 
 def _mlflow_ui(args: argparse.Namespace) -> int:
-    from warehouse.layout import DataLayout
-
-    layout = DataLayout(Path(args.data_dir or os.environ.get("FIRSTMILE_DATA_DIR", "data")).resolve())
+    layout = _orchestration_settings(args).layout
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     os.execve(str(bin_dir / "mlflow"), [str(bin_dir / "mlflow"), "server", "--workers", "1", "--host", args.host,
@@ -48,12 +67,17 @@ def _mlflow_ui(args: argparse.Namespace) -> int:
 
 def _up(args: argparse.Namespace) -> int:
     from orchestration.supervisor import PlatformOptions, run_platform
+    from streaming.collector.config import load_collector_settings
 
-    data_dir = Path(args.data_dir or os.environ.get("FIRSTMILE_DATA_DIR", "data"))
-    options = PlatformOptions(data_dir=data_dir, host=args.host, workers=args.workers,
+    # `up` launches both families: the hot path's settings (broker, topics, the collector's write keys) and the
+    # orchestration's (dbt, Dagster), each read once here.
+    orchestration = _orchestration_settings(args)
+    streaming = load_collector_settings(data_dir=orchestration.data_dir)
+    options = PlatformOptions(data_dir=orchestration.data_dir, host=args.host, workers=args.workers,
                               collector_port=args.collector_port, dagster_port=args.dagster_port,
                               mlflow_port=args.mlflow_port, dagster=not args.no_dagster, mlflow=not args.no_mlflow)
-    return run_platform(options, echo=lambda line: print(line, flush=True))
+    return run_platform(options, streaming=streaming, orchestration=orchestration,
+                        echo=lambda line: print(line, flush=True))
 
 
 def _worker(_: argparse.Namespace) -> int:
@@ -68,15 +92,15 @@ def _rollback(args: argparse.Namespace) -> int:
     from streaming.control import publish_policy
     from streaming.policy import seal
     from streaming.settings import CONTROL_POLICY, load_settings
-    from warehouse.layout import DataLayout
 
-    settings = load_settings()
+    orchestration = _orchestration_settings(args)
+    settings = load_settings(data_dir=orchestration.data_dir)
     if settings.embedded:
         print("KAFKA_BROKER_ADDRESS is not set: rollback republishes to the running platform's broker",
               file=sys.stderr)
         return 2
-    layout = DataLayout(Path(args.data_dir or settings.data_dir).resolve())
-    client = registry.configure(layout)
+    layout = orchestration.layout.ensure()
+    client = registry.configure(layout, tracking_uri=orchestration.tracking_uri)
     version, doc = registry.rollback(client)
     # Workers only move forward: the previous document is republished under a new, higher version number.
     current = registry.champion_policy(client) or doc

@@ -10,19 +10,27 @@ from orchestration.defs.reports import latency_impact_report
 from orchestration.defs.sensors import SENSORS, daily_retrain, landing_zone_day, landing_zone_day_job
 from orchestration.defs.streaming import STREAMING_SPECS
 from orchestration.defs.warehouse import build_dbt_assets, dbt_resource
-from orchestration.resources import default_resource
+from orchestration.resources import FirstmileResource, default_resource
+from orchestration.settings import OrchestrationSettings, load_orchestration_settings
 
 LEARNING_ASSETS = [propensity_model, mined_bot_rules, candidate_policy, published_policy]
 
 
-def build_definitions() -> dg.Definitions:
+def build_definitions(*, settings: OrchestrationSettings | None = None,
+                      firstmile: FirstmileResource | None = None) -> dg.Definitions:
+    """The code location. ``settings`` (default: read from the environment) prepare the dbt manifest;
+    ``firstmile`` (default: :func:`default_resource`, each field a ``dg.EnvVar`` when set) is what runs use.
+    The demo passes both, for its own data directory and broker, instead of editing ``os.environ``."""
+    settings = settings or load_orchestration_settings()
     return dg.Definitions(
-        assets=[*STREAMING_SPECS, landing_zone_day, build_dbt_assets(), *LEARNING_ASSETS, latency_impact_report],
+        assets=[*STREAMING_SPECS, landing_zone_day, build_dbt_assets(settings), *LEARNING_ASSETS,
+                latency_impact_report],
         jobs=[loop_job, landing_zone_day_job, latency_impact_job],
         schedules=[daily_retrain],
         sensors=SENSORS,
-        resources={"dbt": dbt_resource(), "firstmile": default_resource()},
+        resources={"dbt": dbt_resource(), "firstmile": firstmile or default_resource()},
     )
 
 
+# The code location's entry point (`dagster dev -m orchestration.definitions`): Dagster imports it for `defs`.
 defs = build_definitions()

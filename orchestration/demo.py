@@ -18,16 +18,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from orchestration.settings import OrchestrationSettings
 from streaming import settings as topics
 from streaming.broker import EmbeddedBroker, create_topics
 from streaming.control import PolicyReader, publish_policy, wait_for_version
 from streaming.policy import PolicyHolder, bootstrap_policy
 from streaming.settings import StreamingSettings
 from warehouse.lake import STREAMS, stream_glob
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 logger = logging.getLogger(__name__)
 
@@ -146,18 +150,27 @@ def output_to(log: Path) -> Iterator[None]:
             os.close(saved[1])
 
 
-def materialize_loop(data_dir: Path, broker_address: str) -> tuple[bool, list[str], dict[str, Any]]:
+def _definitions(settings: OrchestrationSettings, *, broker_address: str = "unset", topic_prefix: str = ""
+                 ) -> dg.Definitions:
+    """The code location with a resource for the demo's data directory and broker, given explicitly (the process's
+    environment is not edited)."""
+    from orchestration.definitions import build_definitions
+    from orchestration.resources import FirstmileResource
+
+    firstmile = FirstmileResource(data_dir=str(settings.layout.root), kafka_broker_address=broker_address,
+                                  topic_prefix=topic_prefix, mlflow_tracking_uri=settings.mlflow_tracking_uri,
+                                  lake_uri=settings.lake_uri)
+    return build_definitions(settings=settings, firstmile=firstmile)
+
+
+def materialize_loop(settings: OrchestrationSettings, *, broker_address: str, topic_prefix: str = ""
+                     ) -> tuple[bool, list[str], dict[str, Any]]:
     """Run the Dagster ``loop`` job in-process on the instance under the data directory (the UI shows the runs)."""
     from dagster import DagsterInstance
 
-    from orchestration.definitions import build_definitions
-
-    os.environ["DAGSTER_HOME"] = str(data_dir / "dagster")
-    os.environ["FIRSTMILE_DATA_DIR"] = str(data_dir)
-    os.environ["KAFKA_BROKER_ADDRESS"] = broker_address
-    defs = build_definitions()
+    defs = _definitions(settings, broker_address=broker_address, topic_prefix=topic_prefix)
     job = defs.resolve_job_def("loop")
-    with DagsterInstance.get() as instance:
+    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         # Dagster's console logger at WARNING: the runs' full logs are in the UI, the terminal gets the report.
         result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET)
         materialized = sorted({e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
@@ -168,17 +181,13 @@ def materialize_loop(data_dir: Path, broker_address: str) -> tuple[bool, list[st
     return result.success, materialized, published
 
 
-def materialize_latency_report(data_dir: Path) -> tuple[str, str]:
+def materialize_latency_report(settings: OrchestrationSettings) -> tuple[str, str]:
     """Materialize ``latency_impact_report`` in-process on the data directory's instance (the UI shows it with its
     metadata); return its text summary and the HTML path."""
     from dagster import DagsterInstance
 
-    from orchestration.definitions import build_definitions
-
-    os.environ["DAGSTER_HOME"] = str(data_dir / "dagster")
-    os.environ["FIRSTMILE_DATA_DIR"] = str(data_dir)
-    job = build_definitions().resolve_job_def("latency_impact")
-    with DagsterInstance.get() as instance:
+    job = _definitions(settings).resolve_job_def("latency_impact")
+    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         result = job.execute_in_process(instance=instance, run_config=QUIET)
     event = result.get_asset_materialization_events()[0]
     metadata = event.materialization.metadata
@@ -232,7 +241,9 @@ def build_report(data_dir: Path, truth: Path, report: DemoReport, day_dates: dic
 
 
 def run_demo(*, data_dir: Path, scenario: str = "default", users: int | None = None, fresh: bool = True,
-             echo: bool = True) -> DemoReport:
+             echo: bool = True, mlflow_tracking_uri: str = "") -> DemoReport:
+    """The demo on the embedded broker and the local lake of ``data_dir``. ``mlflow_tracking_uri``: an MLflow server
+    (``FIRSTMILE_MLFLOW_TRACKING_URI`` as the command read it); empty: the data directory's SQLite store."""
     from streaming import simulator
 
     started = time.monotonic()
@@ -241,6 +252,8 @@ def run_demo(*, data_dir: Path, scenario: str = "default", users: int | None = N
     if fresh and data_dir.exists():
         shutil.rmtree(data_dir)
     settings = StreamingSettings(data_dir=data_dir, KAFKA_BROKER_ADDRESS="")  # type: ignore[call-arg]
+    # The embedded runtime's lake is the data directory's, whatever FIRSTMILE_LAKE_URI says.
+    orchestration = OrchestrationSettings(data_dir=data_dir, lake_uri="", mlflow_tracking_uri=mlflow_tracking_uri)
     layout = settings.layout.ensure()
     logs = data_dir / "logs"
     logs.mkdir(exist_ok=True)
@@ -251,7 +264,7 @@ def run_demo(*, data_dir: Path, scenario: str = "default", users: int | None = N
 
     from orchestration.environment import ensure_dbt_manifest
 
-    ensure_dbt_manifest()
+    ensure_dbt_manifest(orchestration)
     broker = EmbeddedBroker.start(log_path=logs / "broker.log")
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -288,7 +301,8 @@ def run_demo(*, data_dir: Path, scenario: str = "default", users: int | None = N
                     print("materializing the loop in Dagster (dbt → teacher/student → rules → backtest → gate → "
                           "publish)…", flush=True)
                 with output_to(logs / "dagster.log"):
-                    ok, materialized, published = materialize_loop(data_dir, broker.address)
+                    ok, materialized, published = materialize_loop(orchestration, broker_address=broker.address,
+                                                                   topic_prefix=settings.topic_prefix)
                 report.materialized = materialized
                 report.timings["dagster_loop"] = time.monotonic() - t1
                 if not ok or not published:
@@ -309,7 +323,7 @@ def run_demo(*, data_dir: Path, scenario: str = "default", users: int | None = N
         broker.stop()
     t2 = time.monotonic()
     with output_to(data_dir / "logs" / "dagster.log"):
-        report.latency_impact, report.latency_impact_html = materialize_latency_report(data_dir)
+        report.latency_impact, report.latency_impact_html = materialize_latency_report(orchestration)
     report.timings["latency_report"] = time.monotonic() - t2
     (layout.reports / "demo.json").write_text(json.dumps(report.__dict__, default=str, indent=2))
     if echo:

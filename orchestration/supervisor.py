@@ -26,7 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestration.settings import OrchestrationSettings
 from streaming.broker import EmbeddedBroker, create_topics
+from streaming.collector.config import CollectorSettings
 from streaming.errors import FirstmileError
 from streaming.settings import StreamingSettings
 
@@ -143,13 +145,13 @@ def _group_gone(pgid: int, leader: subprocess.Popen[bytes], timeout: float) -> b
     return False
 
 
-def dev_write_key(environ: dict[str, str]) -> tuple[str, str]:
+def dev_write_key(configured: str) -> tuple[str, str]:
     """The write keys the collector gets, and the one to print.
 
-    ``FIRSTMILE_WRITE_KEYS`` when set (its first key is printed); otherwise a key generated for this run only,
-    for source ``dev``.
+    ``configured`` (``FIRSTMILE_WRITE_KEYS``) when set (its first key is printed); otherwise a key generated for
+    this run only, for source ``dev``.
     """
-    spec = environ.get("FIRSTMILE_WRITE_KEYS", "").strip()
+    spec = configured.strip()
     if spec:
         return spec, spec.replace("\n", ",").split(",")[0].split(":")[0].strip()
     key = "dev-" + secrets.token_hex(8)
@@ -216,9 +218,14 @@ def ensure_bootstrap_policy(address: str, settings: StreamingSettings) -> int | 
     return publish_policy(address, topic, bootstrap_policy())
 
 
-def start_platform(options: PlatformOptions, *, environ: dict[str, str] | None = None,
-                   echo: Callable[[str], None] = print) -> Platform:
-    """Start every component and wait until each answers. On any failure, stop what was started and raise."""
+def start_platform(options: PlatformOptions, *, streaming: CollectorSettings, orchestration: OrchestrationSettings,
+                   environ: dict[str, str] | None = None, echo: Callable[[str], None] = print) -> Platform:
+    """Start every component and wait until each answers. On any failure, stop what was started and raise.
+
+    ``streaming`` and ``orchestration`` are the command's settings (broker, topics and write keys; dbt): the
+    children get ``environ`` (default: this process's environment, so they read the same settings) with the
+    addresses, data directory and instance of this run on top.
+    """
     from warehouse.layout import DataLayout
 
     base_env = dict(os.environ if environ is None else environ)
@@ -226,21 +233,19 @@ def start_platform(options: PlatformOptions, *, environ: dict[str, str] | None =
     layout = DataLayout(data_dir).ensure()
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    settings = StreamingSettings(data_dir=data_dir, KAFKA_BROKER_ADDRESS=base_env.get("KAFKA_BROKER_ADDRESS", ""),
-                                 topic_prefix=base_env.get("FIRSTMILE_TOPIC_PREFIX", ""))  # type: ignore[call-arg]
     platform = Platform(options=options)
     try:
-        if settings.embedded:
+        if streaming.embedded:
             platform.embedded = EmbeddedBroker.start(log_path=logs / "broker.log")
             platform.broker_address = platform.embedded.address
         else:
-            platform.broker_address = settings.kafka_broker_address
-        create_topics(platform.broker_address, settings)
-        published = ensure_bootstrap_policy(platform.broker_address, settings)
+            platform.broker_address = streaming.kafka_broker_address
+        create_topics(platform.broker_address, streaming)
+        published = ensure_bootstrap_policy(platform.broker_address, streaming)
         if published is not None:
-            echo(f"published bootstrap policy v{published} to {settings.topic('control.policy')}")
+            echo(f"published bootstrap policy v{published} to {streaming.topic('control.policy')}")
 
-        keys, platform.write_key = dev_write_key(base_env)
+        keys, platform.write_key = dev_write_key(streaming.write_keys)
         env = {**base_env, "KAFKA_BROKER_ADDRESS": platform.broker_address, "FIRSTMILE_DATA_DIR": str(data_dir),
                "FIRSTMILE_WRITE_KEYS": keys, "DAGSTER_HOME": str(layout.dagster_home),
                "PYTHONUNBUFFERED": "1"}
@@ -261,7 +266,7 @@ def start_platform(options: PlatformOptions, *, environ: dict[str, str] | None =
         if options.dagster:
             from orchestration.environment import ensure_dbt_manifest
 
-            ensure_dbt_manifest()
+            ensure_dbt_manifest(orchestration)
             port = _port(options.dagster_port)
             dagster = _spawn("dagster", [str(bin_dir / "dagster"), "dev", "-m", "orchestration.definitions",
                                          "-h", options.host, "-p", str(port)], env, logs,
@@ -313,7 +318,8 @@ def format_addresses(platform: Platform) -> str:
     return "\n".join(lines)
 
 
-def run_platform(options: PlatformOptions, *, echo: Callable[[str], None] = print) -> int:
+def run_platform(options: PlatformOptions, *, streaming: CollectorSettings, orchestration: OrchestrationSettings,
+                 echo: Callable[[str], None] = print) -> int:
     """Start, print the addresses, wait for Ctrl-C/SIGTERM (or a component dying), stop everything.
 
     Returns 0 on a requested stop, 1 when a component died.
@@ -333,7 +339,7 @@ def run_platform(options: PlatformOptions, *, echo: Callable[[str], None] = prin
     platform: Platform | None = None
     try:
         try:
-            platform = start_platform(options, echo=echo)
+            platform = start_platform(options, streaming=streaming, orchestration=orchestration, echo=echo)
         except KeyboardInterrupt:
             echo("interrupted while starting; stopped what had started.")
             return 0

@@ -1,12 +1,13 @@
 """Where every piece of local state lives: one data directory holds them all.
 
-The data directory defaults to ``./data`` and is set with ``FIRSTMILE_DATA_DIR``. Everything the embedded
-runtime persists is under it, so deleting it resets the platform and pointing the UIs at it shows the demo's data.
+The data directory defaults to ``./data`` and is set with ``FIRSTMILE_DATA_DIR`` (read by each process's settings
+at its entry point: streaming/settings.py, warehouse/settings.py, orchestration/settings.py; never here). Everything
+the embedded runtime persists is under it, so deleting it resets the platform and pointing the UIs at it shows the
+demo's data.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +19,6 @@ class DataLayout:
     """Paths under the data directory. Pure: building one creates nothing (call :meth:`ensure`)."""
 
     root: Path
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> DataLayout:
-        env = os.environ if environ is None else environ
-        return cls(Path(env.get("FIRSTMILE_DATA_DIR", DEFAULT_DATA_DIR)).resolve())
 
     @property
     def lake(self) -> Path:

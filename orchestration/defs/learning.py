@@ -20,7 +20,8 @@ def propensity_model(firstmile: FirstmileResource) -> dg.Output[dict[str, Any]]:
     """Teacher (HistGradientBoosting, full history) and the distilled first-mile student, logged to MLflow."""
     from ml.loop import train_propensity_run
 
-    result = train_propensity_run(firstmile.layout)
+    settings = firstmile.settings()
+    result = train_propensity_run(settings.layout.ensure(), tracking_uri=settings.tracking_uri)
     metrics = {k: dg.MetadataValue.float(float(v)) for k, v in result["metrics"].items() if v is not None}
     return dg.Output(result, metadata={"mlflow_run_id": result["run_id"], "rows": result["rows"], **metrics})
 
@@ -60,11 +61,13 @@ def candidate_policy(config: GateThresholds, firstmile: FirstmileResource, prope
     from ml.candidate import GateConfig
     from ml.loop import build_and_backtest, current_champion
 
-    layout = firstmile.layout
+    settings = firstmile.settings()
+    layout, uri = settings.layout.ensure(), settings.tracking_uri
     gate_config = GateConfig(latency_budget_us=config.latency_budget_us, max_auc_gap=config.max_auc_gap,
                              max_extra_human_fp_rate=config.max_extra_human_fp_rate)
-    outcome = build_and_backtest(layout, champion=current_champion(layout), training=propensity_model,
-                                 mined=mined_bot_rules, gate_config=gate_config)
+    outcome = build_and_backtest(layout, champion=current_champion(layout, tracking_uri=uri),
+                                 training=propensity_model, mined=mined_bot_rules, gate_config=gate_config,
+                                 tracking_uri=uri)
     bt, gate = outcome["backtest"], outcome["gate"]
     checks = gate["checks"]
     yield dg.Output(outcome, metadata={
@@ -105,7 +108,9 @@ def published_policy(firstmile: FirstmileResource, propensity_model: dict[str, A
         # let a rejected candidate through either.
         raise dg.Failure(f"candidate policy v{candidate['policy_version']} did not pass the gate: "
                          + "; ".join(gate["reasons"]))
-    registered = register_and_promote(firstmile.layout, candidate=candidate, training=propensity_model, gate=gate)
+    orchestration = firstmile.settings()
+    registered = register_and_promote(orchestration.layout.ensure(), candidate=candidate, training=propensity_model,
+                                      gate=gate, tracking_uri=orchestration.tracking_uri)
     version = publish_policy(settings.kafka_broker_address, settings.topic(CONTROL_POLICY), candidate)
     return dg.Output({**registered, "published_version": version, "policy": candidate},
                      metadata={"policy_version": version, "model_version": registered["model_version"],

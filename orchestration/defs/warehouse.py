@@ -8,8 +8,9 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
-from orchestration.environment import DBT_PROJECT_DIR, dbt_env, ensure_dbt_manifest
+from orchestration.environment import DBT_PROJECT_DIR, ensure_dbt_manifest
 from orchestration.resources import FirstmileResource
+from warehouse.settings import WarehouseSettings
 
 
 class FirstmileDbtTranslator(DagsterDbtTranslator):
@@ -27,15 +28,20 @@ class FirstmileDbtTranslator(DagsterDbtTranslator):
         return spec
 
 
-def build_dbt_assets() -> dg.AssetsDefinition:
-    manifest = ensure_dbt_manifest()
+def build_dbt_assets(settings: WarehouseSettings) -> dg.AssetsDefinition:
+    """The dbt models as assets; ``settings``: the code location's, used only if the manifest must be re-parsed
+    (each run points dbt at its own resource's data directory and lake)."""
+    manifest = ensure_dbt_manifest(settings)
     translator = FirstmileDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
     @dbt_assets(manifest=manifest, dagster_dbt_translator=translator, name="warehouse_models")
     def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
                          firstmile: FirstmileResource) -> Iterator[Any]:
-        # dbt reads where the lake and the DuckDB file are from the environment (profiles.yml).
-        os.environ.update(dbt_env(firstmile.layout))
+        # dbt reads where the lake and the DuckDB file are from the environment (profiles.yml, macros/lake.sql),
+        # and dagster-dbt gives its dbt subprocess this process's environment only: set them there.
+        run_settings = firstmile.settings()
+        run_settings.layout.ensure()
+        os.environ.update(run_settings.dbt_env())
         yield from dbt.cli(["build"], context=context).stream()
 
     return warehouse_models
