@@ -37,7 +37,7 @@ import polars as pl
 from ml.backtest import consent_not_looser
 from ml.bot_rules import MiningConfig, mine_bot_rules
 from ml.candidate import GateConfig, build_candidate, evaluate_gate
-from ml.datasets import FEATURE_COLUMNS
+from streaming import facts as fact_catalog
 from streaming.policy import bootstrap_policy, compile_policy
 
 
@@ -70,9 +70,14 @@ def midnights(first: datetime, last: datetime) -> list[datetime]:
         night += timedelta(days=1)
 
 
-def _fact_rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
-    """The facts a rule reads, from training rows (``f_<feature>`` → ``<feature>``; other columns as they are)."""
-    return [{(k[2:] if k.startswith("f_") else k): v for k, v in row.items()} for row in frame.to_dicts()]
+def fact_rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
+    """The facts a rule reads, selected from training rows with the fact catalog's own expressions
+    (:data:`streaming.facts.SQL`, the SQL the backtest replays rules with over ``stg_decided``): every fact whose
+    expression is a column of the frame (the session features ``f_<name>``, ``event_type``, ...). A fact whose
+    expression is not a plain column here (``identified`` reads the ledger, which the training set does not carry)
+    is absent, and a rule reading it never fires — as in the backtest, where a missing column reads NULL."""
+    columns = {name: sql for name, sql in fact_catalog.SQL.items() if sql in frame.columns}
+    return frame.select([pl.col(sql).alias(name) for name, sql in columns.items()]).to_dicts()
 
 
 def _holds(predicate: Any, facts: Mapping[str, Any]) -> bool:
@@ -134,7 +139,7 @@ def simulate_nightly(frame: pl.DataFrame, nights: Iterable[datetime], *, base_po
     known = {r["id"] for r in base["rules"]}
     frame = frame.with_columns(pl.col("event_ts").dt.convert_time_zone("UTC")).sort("event_ts")
     ts: list[datetime] = frame["event_ts"].to_list()
-    facts = _fact_rows(frame.select([c for c in frame.columns if c in FEATURE_COLUMNS or c == "datacenter"]))
+    facts = fact_rows(frame)
     hot_caught = [bool(b) and e not in first_mile_only
                   for b, e in zip(frame["is_bot"].fill_null(False), frame["event_id"], strict=True)]
     champion = base

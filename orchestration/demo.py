@@ -196,48 +196,45 @@ def materialize_latency_report(settings: OrchestrationSettings) -> tuple[str, st
 
 
 def build_report(data_dir: Path, truth: Path, report: DemoReport, day_dates: dict[int, str]) -> None:
-    lake = data_dir / "lake"
-    con = duckdb.connect()
-    streams = {s: f"read_parquet('{stream_glob(lake, s)}', hive_partitioning=true, union_by_name=true)"
-               for s in STREAMS if list((lake / s).rglob("*.parquet"))}
-    rows = []
-    for stream, label in (("deliveries", None), ("quarantine", "events.quarantine"),
-                          ("suppressed", "events.suppressed"), ("dlq", "events.dlq")):
-        if stream not in streams:
-            continue
-        outcome = "kafka_topic" if label is None else f"'{label}'"
-        rows += con.execute(f"select cast(event_date as varchar), {outcome}, count(distinct "
-                            f"(raw_partition, raw_offset)) from {streams[stream]} group by all").fetchall()
-    report.per_day_destination = sorted(rows)
-    policy_rows = []
-    for stream in ("deliveries", "quarantine", "suppressed"):
-        if stream in streams:
-            policy_rows += con.execute(f"select cast(event_date as varchar), policy_version, raw_partition, "
-                                       f"raw_offset from {streams[stream]}").fetchall()
-    by: dict[tuple[Any, Any], int] = {}
-    for day, version, _part, _off in set(policy_rows):
-        by[(day, version)] = by.get((day, version), 0) + 1
-    report.per_day_policy = sorted((d, v, n) for (d, v), n in by.items())
+    """The demo's own tables (outcomes and policy versions per day, day-2 stealth bots), read through the
+    warehouse's models: stg_decided, stg_deliveries and stg_dlq (one dedupe, one copy that counts). The loop built
+    them after day 1, so they are first built over day 2 with the loop's own dbt asset, in Dagster
+    (:func:`orchestration.warehouse_refresh.build_decided_models`)."""
+    from dagster import DagsterInstance
 
     from ml.backtest import bot_sql
+    from orchestration.warehouse_refresh import build_decided_models
+    from warehouse.duck import connect
 
-    day2 = day_dates.get(1)
-    if day2 and "quarantine" in streams:
-        v1 = bot_sql(bootstrap_policy())
-        con.execute(f"create view truth as select * from read_parquet('{truth}')")
-        all_streams = " union all by name ".join(
-            f"select event_id, policy_version, {('true' if s == 'quarantine' else 'false')} as quarantined"
-            + (f", {v1} as v1_catches" if s in ("quarantine", "events") else ", false as v1_catches")
-            + f" from {streams[s]}" for s in ("events", "quarantine", "suppressed") if s in streams)
-        row = con.execute(f"""
-            with decided as ({all_streams}),
-            d as (select distinct on (event_id) * from decided)
-            select count(*), count(*) filter (where quarantined), count(*) filter (where v1_catches),
-                   count(*) filter (where quarantined and not v1_catches)
-            from truth t join d using (event_id) where t.actor = 'stealth_bot' and t.day = 1""").fetchone()
-        if row:
-            report.stealth_day2 = {"events": row[0], "caught_v2": row[1], "caught_v1": row[2], "v2_not_v1": row[3]}
-    con.close()
+    # The embedded runtime's lake is the data directory's, whatever FIRSTMILE_LAKE_URI says (as in run_demo).
+    settings = OrchestrationSettings(data_dir=data_dir, lake_uri="")
+    with output_to(data_dir / "logs" / "dagster.log"), \
+            DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        build_decided_models(_definitions(settings), instance, run_config=QUIET)
+    with connect(data_dir / "warehouse.duckdb") as con:
+        con.execute("set TimeZone = 'UTC'")
+        report.per_day_destination = sorted(con.execute("""
+            select cast(day as varchar), outcome, count(*) from (
+                select cast(event_ts as date) as day, destination as outcome from stg_deliveries
+                union all
+                select event_date, 'events.' || stream from stg_decided where stream <> 'events'
+                union all
+                select received_date, 'events.dlq' from stg_dlq)
+            group by all""").fetchall())
+        report.per_day_policy = sorted(con.execute(
+            "select cast(event_date as varchar), policy_version, count(*) from stg_decided group by all").fetchall())
+        if day_dates.get(1):
+            v1 = bot_sql(bootstrap_policy())
+            row = con.execute(f"""
+                with d as (select sent_event_id, stream, stream <> 'suppressed' and coalesce({v1}, false) as v1
+                           from stg_decided)
+                select count(*), count(*) filter (where stream = 'quarantine'), count(*) filter (where v1),
+                       count(*) filter (where stream = 'quarantine' and not v1)
+                from read_parquet('{truth}') t join d on d.sent_event_id = t.event_id
+                where t.actor = 'stealth_bot' and t.day = 1""").fetchone()
+            if row:
+                report.stealth_day2 = {"events": row[0], "caught_v2": row[1], "caught_v1": row[2],
+                                       "v2_not_v1": row[3]}
 
 
 def run_demo(*, data_dir: Path, scenario: str = "default", users: int | None = None, fresh: bool = True,

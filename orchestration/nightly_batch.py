@@ -65,8 +65,9 @@ def _training_frame(duckdb_path: Path) -> tuple[Any, str]:
 
 
 def replay(rows: Sequence[Mapping[str, Any]], duckdb_path: Path, base_policy: dict[str, Any]) -> NightlyBatch:
-    """Replay the nightly runs over ``rows`` (the report's decided events, in time order, with ``stream``,
-    ``event_id``, ``event_ts``, ``bot_reasons``) using the warehouse's training set at ``duckdb_path``."""
+    """Replay the nightly runs over ``rows`` (the report's decided events: ``stg_decided`` in time order, with
+    ``stream``, ``event_id``, ``event_ts``, ``bot_reasons``) using the warehouse's training set at ``duckdb_path``
+    (``training_events``, keyed by the same event ids as stg_decided)."""
     out = NightlyBatch()
     frame, why = _training_frame(duckdb_path)
     if frame is None:
@@ -84,7 +85,7 @@ def replay(rows: Sequence[Mapping[str, Any]], duckdb_path: Path, base_policy: di
     nights = [m for m in nights if m not in out.skipped]
     base_ids = {r["id"] for r in base_policy["rules"]}
     first_mile_only = {r["event_id"] for r in rows if r["stream"] == "quarantine"
-                       and (reasons := _reasons(r.get("bot_reasons"))) and not set(reasons) & base_ids}
+                       and (reasons := bot_reasons(r.get("bot_reasons"))) and not set(reasons) & base_ids}
     out.runs = simulate_nightly(frame, nights, base_policy=base_policy, first_mile_only=first_mile_only)
     for run in out.runs:
         found = "; ".join(f"{rid} ({_describe(when)})" for rid, when in run.enforced.items()) or "none"
@@ -99,7 +100,8 @@ def replay(rows: Sequence[Mapping[str, Any]], duckdb_path: Path, base_policy: di
     return out
 
 
-def _reasons(value: Any) -> list[str]:
+def bot_reasons(value: Any) -> list[str]:
+    """The rule ids a quarantined event's ``bot_reasons`` names (JSON text or a list)."""
     if isinstance(value, list):
         return [str(v) for v in value]
     try:

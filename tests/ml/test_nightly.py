@@ -16,7 +16,8 @@ import pytest
 
 from ml.bot_rules import MiningConfig
 from ml.datasets import FEATURE_COLUMNS
-from ml.nightly import first_enforcing_run, midnights, simulate_nightly
+from ml.nightly import fact_rows, first_enforcing_run, midnights, simulate_nightly
+from streaming import facts as fact_catalog
 
 DAY0 = datetime(2026, 3, 2, tzinfo=UTC)
 BOT = {"f_events_per_minute": 80.0, "f_mean_interval_s": 0.75, "f_session_event_count": 5.0}
@@ -57,9 +58,9 @@ def training_set(*, per_day: int, days: int = 5, humans_per_day: int = 300, look
     return pl.DataFrame(rows).sort("event_ts")
 
 
-def pattern_facts(frame: pl.DataFrame) -> list[dict[str, float]]:
-    bots = frame.filter(pl.col("event_id").str.starts_with("b"))
-    return [{k[2:]: v for k, v in row.items() if k.startswith("f_")} for row in bots.to_dicts()]
+def pattern_facts(frame: pl.DataFrame) -> list[dict[str, object]]:
+    """The pattern's events as the facts a rule reads (selected with the fact catalog's expressions)."""
+    return fact_rows(frame.filter(pl.col("event_id").str.starts_with("b")))
 
 
 def nights(days: int = 5) -> list[datetime]:
@@ -105,6 +106,20 @@ def test_what_the_first_mile_caught_with_its_own_learned_rule_is_not_credited_to
     runs = simulate_nightly(frame, nights(), first_mile_only=caught)
     run = first_enforcing_run(runs, pattern_facts(frame))
     assert run is not None and run.midnight == DAY0 + timedelta(days=3)
+
+
+def test_the_facts_a_nightly_rule_reads_are_the_fact_catalogs_columns_of_the_training_set():
+    # f_<feature> is read as <feature>, event_type as the fact "type" (its catalog SQL), columns that are no fact
+    # (event_id, label_bot) are left out, and "identified" — a ledger expression the training set cannot carry — is
+    # absent rather than guessed from user_id
+    frame = training_set(per_day=1, days=1, humans_per_day=1).with_columns(
+        pl.lit("track").alias("event_type"), pl.lit("u1").alias("user_id"))
+    facts = fact_rows(frame)[0]
+    assert facts["events_per_minute"] == frame["f_events_per_minute"][0]
+    assert facts["type"] == "track"
+    assert "identified" not in facts and "event_id" not in facts and "label_bot" not in facts
+    assert set(facts) == {name for name, sql in fact_catalog.SQL.items() if sql in frame.columns}
+    assert len(facts) >= len(FEATURE_COLUMNS) + 1
 
 
 def test_midnights_are_the_utc_day_boundaries_after_the_first_event_up_to_the_one_after_the_last():

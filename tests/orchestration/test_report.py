@@ -1,13 +1,17 @@
 """The latency-impact report's numbers, checked against answers known independently of orchestration/report.py.
 
-* On a tiny hand-built data directory (lake, truth, policies, the warehouse's training set) whose answers are known
-  by construction: a bot pattern the learner can only find after three days of data, a first mile that enforced
-  it at a known instant, and consent inputs with a revocation — then deliberately broken inputs (a delivery after
-  that revocation, a delivery for an EU profile that never consented) that the report must count.
-* On the demo's traffic (``integration``), recomputed independently: per-stream set operations in polars for the
-  first mile (from the ``deliveries`` stream and the simulator's truth), and DuckDB SQL for the batch path (an ASOF
-  join for the nightly consent state, the learned rules translated to SQL by ``ml.backtest.bot_sql``: a second
-  engine for the same rule).
+The report reads decided events only through the warehouse's models (stg_decided, stg_deliveries), so every data
+directory here is built by the real dbt (``integration``).
+
+* On a tiny hand-built data directory (lake, truth, policies, dbt's staging models, the warehouse's training set)
+  whose answers are known by construction: a bot pattern the learner can only find after three days of data, a
+  first mile that enforced it at a known instant, and consent inputs with a revocation — then deliberately broken
+  inputs (a delivery after that revocation, a delivery for an EU profile that never consented, a robot replaying a
+  person's event id) that the report must count.
+* On the demo's traffic, recomputed independently from the same warehouse models: set operations in polars for the
+  first mile (stg_deliveries and the simulator's truth), and DuckDB SQL for the batch path (an ASOF join for the
+  nightly consent state, the learned rules translated to SQL by ``ml.backtest.bot_sql``: a second engine for the
+  same rule).
 """
 
 from __future__ import annotations
@@ -24,11 +28,14 @@ import pytest
 
 from ml.bot_rules import MiningConfig
 from ml.datasets import FEATURE_COLUMNS
+from orchestration.decided_events import AmbiguousTruth
 from orchestration.report import compute, load_policies, to_html
 from streaming.consent import DEFAULT_REGION_DEFAULTS, PURPOSES, region_of
 from streaming.policy import bootstrap_policy, seal
+from tests.warehouse.dbt_runner import run_dbt
 from warehouse import lake as lake_layout
-from warehouse.lake import stream_glob
+
+pytestmark = pytest.mark.integration
 
 # --- a hand-built data directory ------------------------------------------------------------------------------------
 
@@ -94,21 +101,21 @@ def traffic(v2_from: datetime) -> list[dict[str, Any]]:
 
 
 def write_data_dir(data_dir: Path, events: list[dict[str, Any]], *, trained_until: datetime | None = None,
-                   extra_deliveries: tuple[tuple[str, str], ...] = ()) -> None:
+                   extra_deliveries: tuple[tuple[str, str], ...] = (), truth_by_device: bool = False) -> None:
     """The lake as the hot path and the sink would write it (the first mile quarantines the pattern once v2 is in
-    force; consent routes as :mod:`streaming.pipeline` does), the truth, policy v2, and the warehouse's training
-    set (every archived event before ``trained_until``, all of them by default)."""
+    force; consent routes as :mod:`streaming.pipeline` does), the truth (with each event's device when
+    ``truth_by_device``), policy v2, dbt's staging models over that lake (the real dbt: stg_decided and
+    stg_deliveries, what the report reads), and the warehouse's training set: every archived event of stg_decided
+    before ``trained_until`` (all of them by default), labelled with what the test knows."""
     lake = data_dir / "lake"
     (data_dir / "policies").mkdir(parents=True)
     v2 = seal({**bootstrap_policy(), "policy_version": 2, "parent_version": 1,
                "rules": [*bootstrap_policy()["rules"], LEARNED]})
     (data_dir / "policies" / "policy-v2.json").write_text(json.dumps(v2))
     streams: dict[str, list[dict[str, Any]]] = {"events": [], "quarantine": [], "suppressed": [], "deliveries": []}
-    training = []
     for e in events:
         record = {k: v for k, v in e.items() if not k.startswith("_")}
-        caught = e["_bot"] and e["policy_version"] >= 2
-        if caught:
+        if e["_bot"] and e["policy_version"] >= 2:
             record.update(is_bot=True, bot_reasons=[LEARNED["id"]], consent=None)
             streams["quarantine"].append(record)
         elif e["consent"]["analytics"]:
@@ -119,11 +126,6 @@ def write_data_dir(data_dir: Path, events: list[dict[str, Any]], *, trained_unti
                     streams["deliveries"].append({**record, "kafka_topic": topic})
         else:
             streams["suppressed"].append({**record, "features": {}})  # no analytics consent: ledger only
-            continue
-        training.append({"event_id": e["event_id"], "event_ts": e["event_ts"], "session_id": e["session_id"],
-                         "stream": "quarantine" if caught else "events", "is_bot": caught,
-                         "label_bot": e["_bot"], "label_bot_behaviour": e["_bot"], "label_converted": False,
-                         **{f"f_{k}": v for k, v in e["features"].items()}})
     by_id = {e["event_id"]: e for e in events}
     for event_id, topic in extra_deliveries:
         streams["deliveries"].append({**{k: v for k, v in by_id[event_id].items() if not k.startswith("_")},
@@ -131,13 +133,24 @@ def write_data_dir(data_dir: Path, events: list[dict[str, Any]], *, trained_unti
     for stream, records in streams.items():
         lake_layout.write_batch(lake, stream, records)
     pl.DataFrame([{"event_id": e["event_id"], "actor": "stealth_bot" if e["_bot"] else "human",
-                   "consent": json.dumps(e["_given"]) if e["_given"] else None} for e in events]
+                   "consent": json.dumps(e["_given"]) if e["_given"] else None,
+                   **({"device_id": e["device_id"]} if truth_by_device else {})} for e in events]
                  ).write_parquet(data_dir / "truth.parquet")
-    frame = pl.DataFrame([t for t in training if trained_until is None or t["event_ts"] < trained_until])
+    result = run_dbt(["build", "--select", "+stg_deliveries", "--indirect-selection", "cautious"], lake=lake,
+                     workdir=data_dir)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    labels = pl.DataFrame([{"sent_event_id": e["event_id"], "device_id": e["device_id"], "label_bot": e["_bot"]}
+                           for e in events])
     con = duckdb.connect(str(data_dir / "warehouse.duckdb"))
     try:
-        con.register("frame", frame.to_arrow())
-        con.execute("create table training_events as select * from frame")
+        con.register("labels", labels.to_arrow())
+        con.execute(f"""create table training_events as
+            select d.event_id, d.event_ts, d.session_id, d.stream, d.stream = 'quarantine' as is_bot,
+                   labels.label_bot, labels.label_bot as label_bot_behaviour, false as label_converted,
+                   {', '.join(FEATURE_COLUMNS)}
+            from stg_decided d join labels using (sent_event_id, device_id)
+            where d.stream in ('events', 'quarantine') and d.event_ts < ?""",
+                    [trained_until or DAY0 + timedelta(days=365)])
     finally:
         con.close()
 
@@ -203,11 +216,71 @@ def test_without_the_truth_the_report_says_consent_was_not_recomputed(tmp_path):
     assert "consent NOT recomputed" in report.to_text() and "NOT recomputed" in to_html(report)
 
 
+def test_a_reused_event_id_counts_once_for_each_device_as_stg_decided_keeps_it(tmp_path):
+    # A robot replays alice's event id from its own device, an EU one whose person never gave consent; a broken hot
+    # path stamped it "granted" and delivered it to analytics. stg_decided keeps it apart (alice1@robo): the report
+    # counts alice's event once, as hers, and the robot's once, as a bot's delivered without consent. A dedupe on
+    # the id alone merges the robot's event into alice's and sees neither.
+    v2_from = DAY0 + timedelta(days=2, hours=6)
+    events = traffic(v2_from)
+    alice1 = next(e for e in events if e["event_id"] == "alice1")
+    replayed = dict(_event("alice1", alice1["event_ts"] + timedelta(minutes=30), profile="robo", country="DE",
+                           version=1, i=3, stamp=ALL), _bot=True)
+    caught = _event("robo0", v2_from + timedelta(hours=1), profile="robo", country="DE", version=2, bot=True,
+                    stamp=ALL)
+    events = sorted([*events, replayed, caught], key=lambda e: e["event_ts"])
+    write_data_dir(tmp_path, events, truth_by_device=True)
+    report = compute(tmp_path)
+
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    try:
+        kept = con.execute("""select event_id, device_id from stg_decided where sent_event_id = 'alice1'
+                              order by event_id""").fetchall()
+        decided = con.execute("select count(*) from stg_decided").fetchone()[0]
+        to_analytics = con.execute("""select event_id from stg_deliveries
+                                      where event_id like 'alice1%' and destination = 'dest.warehouse'
+                                      order by event_id""").fetchall()
+    finally:
+        con.close()
+    assert kept == [("alice1", "alice"), ("alice1@robo", "robo")]
+    assert to_analytics == [("alice1",), ("alice1@robo",)]
+    assert report.events == decided == len(events)
+    # the pattern's events before v2 (days 0 and 1: 8 a day) reached analytics, and now the robot's replay
+    assert report.metrics["bot_events_to_analytics"]["first_mile"] == 2 * PATTERN_PER_DAY + 1
+    assert report.denominators["bot_events"] == 4 * PATTERN_PER_DAY + 2
+    assert report.metrics["deliveries_without_consent"]["first_mile"] == 1       # the robot's, not alice's
+    assert report.metrics["deliveries_after_revocation"]["first_mile"] == 0
+
+    # a truth that names the id twice without the device cannot say whose event each row is: refused, not guessed
+    truth = pl.read_parquet(tmp_path / "truth.parquet")
+    truth.drop("device_id").write_parquet(tmp_path / "truth.parquet")
+    with pytest.raises(AmbiguousTruth, match="'alice1'"):
+        compute(tmp_path)
+
+    # without the truth, bots are the devices the hot path ever quarantined: the robot's device, and its replay
+    # of alice's id is its own event (bot2 and bot3 were quarantined, never delivered; bot0 and bot1 never caught)
+    (tmp_path / "truth.parquet").unlink()
+    report = compute(tmp_path)
+    assert report.metrics["bot_events_to_analytics"]["first_mile"] == 1
+    assert report.events == decided and report.lake_files_pending == 0
+
+    # traffic the warehouse has not built yet is not read from the lake behind its back: the report says so
+    lake_layout.write_batch(tmp_path / "lake", "events", [
+        {k: v for k, v in _event("late0", DAY0 + timedelta(days=3, hours=23), profile="human1", country="US",
+                                 version=2, stamp=ALL).items() if not k.startswith("_")}])
+    report = compute(tmp_path)
+    assert report.events == decided and report.lake_files_pending == 1
+    assert "INCOMPLETE" in report.to_text() and "INCOMPLETE" in to_html(report)
+
+
 # --- the demo's traffic ---------------------------------------------------------------------------------------------
 
-def _stream(lake: Path, stream: str) -> pl.DataFrame:
-    files = sorted((lake / stream).rglob("*.parquet"))
-    return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed") if files else pl.DataFrame()
+def _warehouse(data_dir: Path) -> duckdb.DuckDBPyConnection:
+    """The demo's warehouse, read-only (its views name their tables as in the file, so it is opened, not
+    attached), times in UTC."""
+    con = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
+    con.execute("set TimeZone = 'UTC'")
+    return con
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +289,6 @@ def demo(demo_data):
     return data_dir, compute(data_dir)
 
 
-@pytest.mark.integration
 def test_demo_prints_the_summary_and_writes_the_html_report_with_plots(demo_data):
     data_dir, report = demo_data
     assert "latency impact — first mile vs batch-only" in report.latency_impact
@@ -228,28 +300,39 @@ def test_demo_prints_the_summary_and_writes_the_html_report_with_plots(demo_data
                                        "bot_events_to_analytics",
                                        "bot_events_to_marketing", "sessions_personalized_in_session",
                                        "high_value_sessions_to_sales_in_session"}
+    # the loop built the warehouse after day 1: the demo built the decided-event models over day 2 before
+    # reporting, so the report covers both days and every decided file of the lake
+    assert len(numbers["days"]) == 2 and numbers["lake_files_pending"] == 0
 
 
-@pytest.mark.integration
-def test_first_mile_numbers_match_an_independent_count_over_the_deliveries_stream(demo):
+def test_first_mile_numbers_match_an_independent_count_over_the_warehouse_deliveries(demo):
     data_dir, report = demo
-    lake = data_dir / "lake"
     truth = pl.read_parquet(data_dir / "truth.parquet")
-    bots = set(truth.filter(pl.col("actor") != "human")["event_id"])
-    deliveries = _stream(lake, "deliveries").unique(["event_id", "kafka_topic"])
+    con = _warehouse(data_dir)
+    try:
+        decided = con.sql("select event_id, sent_event_id, session_id, country, stream, ledger "
+                          "from stg_decided").pl()
+        deliveries = con.sql("select distinct event_id, destination from stg_deliveries").pl()
+    finally:
+        con.close()
+    assert not decided["event_id"].is_duplicated().any()
+    # the simulator never reuses an id across devices: its truth names events by the id as sent
+    bot_ids = set(truth.filter(pl.col("actor") != "human")["event_id"])
+    bots = set(decided.filter(pl.col("sent_event_id").is_in(list(bot_ids)))["event_id"])
+    deliveries = deliveries.join(decided, on="event_id", how="left")
 
-    def delivered(topic: str) -> set[str]:
-        return set(deliveries.filter(pl.col("kafka_topic") == topic)["event_id"])
+    def delivered(destination: str) -> set[str]:
+        return set(deliveries.filter(pl.col("destination") == destination)["event_id"])
 
     fm = {k: v["first_mile"] for k, v in report.metrics.items()}
+    assert report.events == decided.height
     assert fm["bot_events_to_analytics"] == len(bots & delivered("dest.warehouse"))
     assert fm["bot_events_to_marketing"] == len(bots & delivered("dest.marketing"))
-    sales_sessions = set(deliveries.filter((pl.col("kafka_topic") == "dest.sales")
+    sales_sessions = set(deliveries.filter((pl.col("destination") == "dest.sales")
                                            & ~pl.col("event_id").is_in(list(bots)))["session_id"])
     assert fm["high_value_sessions_to_sales_in_session"] == len(sales_sessions)
 
-    events = _stream(lake, "events").unique("event_id")
-    decided_sessions = {row["session_id"] for row in events.select("event_id", "session_id", "ledger").to_dicts()
+    decided_sessions = {row["session_id"] for row in decided.filter(pl.col("stream") == "events").to_dicts()
                         if row["event_id"] not in bots
                         and isinstance(json.loads(row["ledger"] or "{}").get("decision"), dict)}
     assert fm["sessions_personalized_in_session"] == len(decided_sessions)
@@ -259,54 +342,45 @@ def test_first_mile_numbers_match_an_independent_count_over_the_deliveries_strea
     # simulator's truth; none given → the EU/UNKNOWN default denies, US grants, OTHER grants analytics only), not
     # the hot path's own stamp on the delivery
     given = dict(zip(truth["event_id"], truth["consent"], strict=True))
-    with_country = deliveries.join(_stream(lake, "events").unique("event_id").select("event_id", "country"),
-                                   on="event_id", how="left")
-    without = [(row["event_id"], row["kafka_topic"]) for row in with_country.to_dicts()
-               if not (json.loads(given[row["event_id"]]) if given.get(row["event_id"])
-                       else DEFAULT_REGION_DEFAULTS[region_of(row["country"])])[ROUTED[row["kafka_topic"]]]]
-    assert with_country.height > 1000 and without == []
+    without = [(row["event_id"], row["destination"]) for row in deliveries.to_dicts()
+               if not (json.loads(given[row["sent_event_id"]]) if given.get(row["sent_event_id"])
+                       else DEFAULT_REGION_DEFAULTS[region_of(row["country"])])[ROUTED[row["destination"]]]]
+    assert deliveries.height > 1000 and without == []
     assert fm["deliveries_without_consent"] == len(without) == 0
     assert fm["deliveries_after_revocation"] == 0
 
 
-@pytest.mark.integration
 def test_batch_numbers_match_an_independent_sql_replay_of_the_nightly_batch(demo):
     from ml.backtest import bot_sql
-    from orchestration.report import _learned_rules
-    from streaming.policy import seal
+    from orchestration.pattern_enforcement import learned_rules
 
     data_dir, report = demo
-    lake = data_dir / "lake"
     policies = load_policies(data_dir / "policies")
-    learned = _learned_rules(policies)
+    learned = learned_rules(policies)
     assert learned, "the demo's loop published no learned bot rule"
     version = min(info["version"] for info in learned.values())
     doc = policies[version]
     only_learned = seal({**doc, "models": {}, "rules": [r for r in doc["rules"] if r["id"] in learned]})
     learned_sql = bot_sql(only_learned)
 
-    con = duckdb.connect()
-    parts = " union all by name ".join(
-        f"select *, '{s}' as stream from read_parquet('{stream_glob(lake, s)}', hive_partitioning=true, "
-        f"union_by_name=true)" for s in ("events", "quarantine", "suppressed"))
-    con.execute(f"""create table d as select *, coalesce(profile_id, device_id) as k,
-                    date_trunc('day', timezone('UTC', event_ts)) as midnight
-                    from ({parts}) qualify row_number() over (partition by event_id order by received_at) = 1""")
-    con.execute(f"create table bots as select event_id from read_parquet('{data_dir / 'truth.parquet'}') "
-                "where actor <> 'human'")
+    con = _warehouse(data_dir)
+    con.execute("""create temp table d as select *, coalesce(profile_id, device_id) as k,
+                   date_trunc('day', timezone('UTC', event_ts)) as midnight from stg_decided""")
+    con.execute(f"""create temp table bots as select d.event_id from d
+                    join read_parquet('{data_dir / 'truth.parquet'}') t on t.event_id = d.sent_event_id
+                    where t.actor <> 'human'""")
     adopted = con.execute(f"select min(event_ts) from d where policy_version >= {version}").fetchone()[0]
     # The demo's loop ran once, after day 1, on exactly the archived events before the first midnight (checked
     # here on the warehouse's training set). The batch's nightly run at that midnight therefore learns from the
     # same events with the same code: the same rule, in force from that midnight.
     first_midnight = con.execute("select timezone('UTC', min(midnight) + interval 1 day) from d").fetchone()[0]
-    con.execute(f"attach '{data_dir / 'warehouse.duckdb'}' as wh (read_only)")
-    trained = con.execute("""select count(*), max(event_ts) from wh.training_events
+    trained = con.execute("""select count(*), max(event_ts) from training_events
                              where stream in ('events', 'quarantine')""").fetchone()
     archived_before = con.execute("""select count(*) from d where stream in ('events', 'quarantine')
                                      and event_ts < ?""", [first_midnight]).fetchone()[0]
     assert trained[0] == archived_before and trained[1] < first_midnight
     batch_from = first_midnight
-    con.execute(f"""create table batch as
+    con.execute(f"""create temp table batch as
         with states as (select k, timezone('UTC', event_ts) as at, consent from d where consent is not null),
         caught as (select device_id, ip_hash, midnight from d where stream = 'quarantine')
         select d.*,
@@ -315,7 +389,6 @@ def test_batch_numbers_match_an_independent_sql_replay_of_the_nightly_batch(demo
                        and (c.device_id = d.device_id or (d.ip_hash is not null and c.ip_hash = d.ip_hash)))
                or (d.event_ts >= '{batch_from.isoformat()}'::timestamptz and coalesce({learned_sql}, false)) as blocked
         from d asof left join states s on d.k = s.k and d.midnight > s.at""")
-
     def batch_bots(destination_filter: str, purpose: str) -> int:
         return con.execute(f"""select count(*) from batch join bots using (event_id)
             where not blocked and ({destination_filter})
@@ -332,8 +405,9 @@ def test_batch_numbers_match_an_independent_sql_replay_of_the_nightly_batch(demo
     # (or none) let the batch deliver it
     truth = pl.read_parquet(data_dir / "truth.parquet").select("event_id", "consent")
     given = dict(zip(truth["event_id"], truth["consent"], strict=True))
-    inputs = pl.DataFrame([{"event_id": e, "given": given.get(e) or json.dumps(
-        DEFAULT_REGION_DEFAULTS[region_of(c)])} for e, c in con.execute("select event_id, country from d").fetchall()])
+    inputs = pl.DataFrame([
+        {"event_id": e, "given": given.get(sent) or json.dumps(DEFAULT_REGION_DEFAULTS[region_of(c)])}
+        for e, sent, c in con.execute("select event_id, sent_event_id, country from d").fetchall()])
     con.register("inputs", inputs.to_arrow())
     after = con.execute(f"""
         with g as (select d.k, d.event_ts, d.event_id, i.given from d join inputs i using (event_id)),
@@ -354,7 +428,7 @@ def test_batch_numbers_match_an_independent_sql_replay_of_the_nightly_batch(demo
                        ).fetchone()[0] == 0
     assert bo["deliveries_after_revocation"] == after
 
-    # the learned pattern: first match in the lake → in force (first mile: its policy's first event; batch: the
+    # the learned pattern: first match in stg_decided → in force (first mile: its policy's first event; batch: the
     # nightly run at the first midnight, which learned it from the same day-1 events)
     first_seen = con.execute(f"select min(event_ts) from d where coalesce({learned_sql}, false)").fetchone()[0]
     assert report.enforcement_s["first_mile"] == pytest.approx((adopted - first_seen).total_seconds(), abs=1)
@@ -370,3 +444,4 @@ def test_batch_numbers_match_an_independent_sql_replay_of_the_nightly_batch(demo
                    from d where event_id not in (select event_id from bots) group by session_id)
         select count(*) from s where decided_at is not null
           and date_trunc('day', timezone('UTC', decided_at)) + interval 1 day <= timezone('UTC', ends)""").fetchone()[0]
+    con.close()
