@@ -5,8 +5,11 @@ import dagster as dg
 
 from orchestration.resources import FirstmileResource
 
+#: The report reads decided events only through these warehouse models (one dedupe; orchestration/decided_events.py).
+DECIDED_MODELS = [dg.AssetKey("stg_decided"), dg.AssetKey("stg_deliveries")]
 
-@dg.asset(deps=["landing_zone"], group_name="reports", kinds={"duckdb", "matplotlib"}, owners=["team:first-mile"])
+
+@dg.asset(deps=DECIDED_MODELS, group_name="reports", kinds={"duckdb", "matplotlib"}, owners=["team:first-mile"])
 def latency_impact_report(firstmile: FirstmileResource) -> dg.MaterializeResult:
     """Side by side, on the same traffic: what the first mile did and what decisions applied at the next nightly run
     would have done (consent after revocation, bots reaching analytics and marketing, in-session personalization
@@ -17,7 +20,8 @@ def latency_impact_report(firstmile: FirstmileResource) -> dg.MaterializeResult:
     report = compute(data_dir)
     path = write(report, data_dir)
     metadata: dict[str, object] = {"path": dg.MetadataValue.path(str(path)), "events": report.events,
-                                   "bot_labels": report.labels, "summary": dg.MetadataValue.md(
+                                   "bot_labels": report.labels,
+                                   "lake_files_pending": report.lake_files_pending, "summary": dg.MetadataValue.md(
                                        "```\n" + report.to_text().strip() + "\n```")}
     for key in METRICS:
         for side, value in report.metrics[key].items():
