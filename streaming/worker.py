@@ -35,16 +35,15 @@ from streaming import settings as topics
 from streaming.broker import create_topics, fast_group_consumer_config, topic_specs
 from streaming.contract import InvalidEvent
 from streaming.control import PolicyReader
-from streaming.pipeline import Origin, dead_letter, decide_device, decide_profile
+from streaming.pipeline import PROFILE, Origin, Output, dead_letter, decide_device, decide_profile
 from streaming.policy import PolicyHolder
 from streaming.recovery import use_true_high_watermarks
 from streaming.settings import StreamingSettings, load_settings
 
 logger = logging.getLogger(__name__)
 
-#: Topics a stage may route an output to (``streaming.pipeline.Output.topic``); "profile" means the repartition.
+#: Topics a stage may route an output to (``streaming.pipeline.Output.topic``); ``PROFILE`` means the repartition.
 OUTPUT_TOPICS = (topics.DLQ, topics.QUARANTINE, topics.SUPPRESSED, topics.DECISIONS, *topics.DESTINATIONS)
-PROFILE = "profile"
 
 
 class RoutedSerializer(Serializer):
@@ -62,6 +61,25 @@ def _topic_config(settings: StreamingSettings, name: str) -> TopicConfig:
 
 def _routed(topic: str, key: bytes | None, value: dict[str, Any]) -> dict[str, Any]:
     return {"topic": topic, "key": key, "value": value}
+
+
+def routed_from_device(out: Output, raw_key: bytes | None) -> dict[str, Any]:
+    """Stage 1's output with the key its topic is keyed by: the profile for the repartition, the event id for a
+    suppression (no identifier in the key), the (pseudonymous) device for the quarantine, the raw key for the DLQ
+    (the raw tier)."""
+    if out.topic == PROFILE:
+        return _routed(PROFILE, out.key.encode("utf-8") if out.key else None, out.value)
+    if out.topic == topics.SUPPRESSED:
+        return _routed(out.topic, str(out.value["event_id"]).encode("utf-8"), out.value)
+    if out.topic == topics.QUARANTINE:
+        return _routed(out.topic, str(out.key).encode("utf-8"), out.value)
+    return _routed(out.topic, raw_key, out.value)
+
+
+def routed_from_profile(outs: list[Output], key: bytes | str | None) -> list[dict[str, Any]]:
+    """Stage 2's outputs keyed by profile (the message key of stage 2 when an output names none)."""
+    fallback = key.encode("utf-8") if isinstance(key, str) else key
+    return [_routed(o.topic, o.key.encode("utf-8") if o.key else fallback, o.value) for o in outs]
 
 
 def _failed(stage: str, exc: Exception, raw: bytes | None, origin: Origin, key: bytes | None) -> dict[str, Any]:
@@ -107,14 +125,7 @@ def build_app(settings: StreamingSettings, broker_address: str, holder: PolicyHo
             out = decide_device(value, state, holder.current, secret=secret, origin=origin, key=key)
         except Exception as exc:  # noqa: BLE001 - contained: the stream never stops for one event
             return _failed("decide_device", exc, value, origin, key)
-        if out.topic == PROFILE:
-            return _routed(PROFILE, out.key.encode("utf-8") if out.key else None, out.value)
-        if out.topic == topics.SUPPRESSED:
-            # Stage-1 suppressions (erased people, client retries) are keyed by event id: no identifier in the key.
-            return _routed(out.topic, str(out.value["event_id"]).encode("utf-8"), out.value)
-        if out.topic == topics.QUARANTINE:
-            return _routed(out.topic, str(out.key).encode("utf-8"), out.value)  # the device, PII-free
-        return _routed(out.topic, key, out.value)  # the DLQ (raw tier) keeps the raw key
+        return routed_from_device(out, key)
 
     def stage2(value: dict[str, Any], key: bytes | None, _ts: int, _headers: Any,
                state: Any) -> list[dict[str, Any]]:
@@ -127,8 +138,7 @@ def build_app(settings: StreamingSettings, broker_address: str, holder: PolicyHo
             origin = Origin(value.get("raw_partition", ctx.partition), value.get("raw_offset", ctx.offset)) \
                 if isinstance(value, dict) else Origin(ctx.partition, ctx.offset)
             return [_failed("decide_profile", exc, raw, origin, key)]
-        fallback = key.encode("utf-8") if isinstance(key, str) else key
-        return [_routed(o.topic, o.key.encode("utf-8") if o.key else fallback, o.value) for o in outs]
+        return routed_from_profile(outs, key)
 
     def choose(value: dict[str, Any], _key: Any, _ts: int, _headers: Any) -> Any:
         return out_topics[value["topic"]]

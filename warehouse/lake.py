@@ -10,6 +10,12 @@ Layout: ``<lake>/<stream>/event_date=YYYY-MM-DD/<topic>+<partition>+<first offse
   in the partition of the day they happened, not the day they arrived.
 * File names come from the Kafka offsets they hold, so a batch re-delivered after a crash rewrites the same file
   instead of adding a copy (dbt still dedupes on ``event_id``: client retries produce distinct offsets).
+
+The columns are the hot path's records (``streaming/decided.py``, the one declaration of the decided record) in
+their storage types: nested values as JSON text (:data:`JSON_COLUMNS`), session features as ``f_<name>`` columns,
+plus where the lake sink read each record (:data:`SINK_COLUMNS`). The warehouse may not import the hot path, so the
+schemas below are checked against the contract by ``tests/warehouse/test_lake_contract.py``, which also checks
+dbt's copies (``dbt_project.yml`` vars) against them.
 """
 
 from __future__ import annotations
@@ -27,10 +33,17 @@ import polars as pl
 
 STREAMS: tuple[str, ...] = ("events", "quarantine", "suppressed", "dlq", "deliveries")
 
+#: Where the lake sink read a record: on every stream.
+SINK_COLUMNS: dict[str, pl.DataType] = {
+    "kafka_topic": pl.String(),
+    "kafka_partition": pl.Int64(),
+    "kafka_offset": pl.Int64(),
+}
+
 #: One row per (event, destination topic) delivered: no payload, for accounting and the consent audit.
 DELIVERY_COLUMNS = ("event_id", "profile_id", "device_id", "session_id", "type", "event_name", "event_ts",
                     "received_at", "country", "region", "consent", "policy_version", "raw_partition", "raw_offset",
-                    "kafka_topic", "kafka_partition", "kafka_offset")
+                    *SINK_COLUMNS)
 
 #: Columns of the decided streams (events, quarantine, suppressed). Features land as ``f_<name>`` columns beside.
 DECIDED_SCHEMA: dict[str, pl.DataType] = {
@@ -73,11 +86,10 @@ DECIDED_SCHEMA: dict[str, pl.DataType] = {
     "ledger": pl.String(),
     "raw_partition": pl.Int64(),
     "raw_offset": pl.Int64(),
-    "kafka_topic": pl.String(),
-    "kafka_partition": pl.Int64(),
-    "kafka_offset": pl.Int64(),
+    **SINK_COLUMNS,
 }
 
+#: Columns of the ``dlq`` stream: the original bytes stored as bytes (PII scrubbed by the lake sink).
 DLQ_SCHEMA: dict[str, pl.DataType] = {
     "event_id": pl.String(),
     "reason": pl.String(),
@@ -86,12 +98,11 @@ DLQ_SCHEMA: dict[str, pl.DataType] = {
     "received_at": pl.Datetime("us", "UTC"),
     "raw_partition": pl.Int64(),
     "raw_offset": pl.Int64(),
-    "kafka_topic": pl.String(),
-    "kafka_partition": pl.Int64(),
-    "kafka_offset": pl.Int64(),
+    **SINK_COLUMNS,
 }
 
-_JSON_COLUMNS = ("properties", "traits", "consent", "bot_reasons", "destinations", "ledger")
+#: Decided columns that hold a nested value, stored as JSON text (keys sorted).
+JSON_COLUMNS: tuple[str, ...] = ("properties", "traits", "consent", "bot_reasons", "destinations", "ledger")
 
 
 def stream_glob(lake: Path | str, stream: str) -> str:
@@ -111,7 +122,7 @@ def _decided_row(record: Mapping[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {}
     for column in DECIDED_SCHEMA:
         value = record.get(column)
-        if column in _JSON_COLUMNS and value is not None and not isinstance(value, str):
+        if column in JSON_COLUMNS and value is not None and not isinstance(value, str):
             value = json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
         row[column] = value
     row["event_ts"] = _parse_ts(row["event_ts"])

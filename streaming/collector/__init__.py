@@ -3,9 +3,10 @@
 Run it with ``python -m streaming.collector`` (settings from the environment, ``KAFKA_BROKER_ADDRESS`` required).
 """
 
-from streaming.collector.app import MAX_BATCH_BYTES, Collector, Reject, TokenBucket, create_app
+from streaming.collector.app import MAX_BATCH_BYTES, Collector, Reject, create_app
 from streaming.collector.config import CollectorSettings, WriteKey, load_collector_settings, parse_write_keys
 from streaming.collector.openapi import openapi_document
+from streaming.collector.ratelimit import TokenBucket
 from streaming.collector.sink import BrokerUnavailable, KafkaSink
 
 __all__ = [

@@ -18,7 +18,6 @@ Bad input never yields a 5xx.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import logging
@@ -33,7 +32,10 @@ from typing import Any
 import orjson
 
 from streaming.collector.config import CollectorSettings, WriteKey
+from streaming.collector.lifecycle import SinkLifecycle
 from streaming.collector.openapi import openapi_document
+from streaming.collector.ratelimit import TokenBucket
+from streaming.collector.responses import CORS, OK_BODY, OK_HEADERS, respond, respond_error, respond_json
 from streaming.collector.sink import BrokerUnavailable, KafkaSink
 from streaming.contract import MAX_EVENT_BYTES, InvalidEvent, from_segment, parse_raw
 from streaming.settings import RAW
@@ -43,6 +45,8 @@ logger = logging.getLogger(__name__)
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+__all__ = ["MAX_BATCH_BYTES", "MAX_SINGLE_BYTES", "Collector", "Reject", "TokenBucket", "create_app", "decode_body"]
 
 MAX_BATCH_BYTES = 512 * 1024
 #: a single call (track, page, ...) is one event: Segment's 32 KB.
@@ -54,16 +58,6 @@ SINGLE_ROUTES: dict[str, str] = {
     "/v1/alias": "alias", "/v1/group": "group", "/v1/consent": "consent",
 }
 BATCH_ROUTES = frozenset({"/v1/batch", "/v1/import"})
-
-_JSON = (b"content-type", b"application/json")
-_CORS = [
-    (b"access-control-allow-origin", b"*"),
-    (b"access-control-allow-methods", b"POST, OPTIONS"),
-    (b"access-control-allow-headers", b"authorization, content-type, content-encoding"),
-    (b"access-control-max-age", b"86400"),
-]
-_OK_BODY = b'{"success":true}'
-_OK_HEADERS = [_JSON, (b"content-length", str(len(_OK_BODY)).encode()), _CORS[0]]
 
 _INTERNAL_TO_WIRE = (("event_id", "messageId"), ("anonymous_id", "anonymousId"), ("user_id", "userId"),
                      ("user_agent", "userAgent"), ("previous_id", "previousId"), ("sent_at", "sentAt"))
@@ -104,31 +98,6 @@ def _field_of(detail: str) -> str | None:
     return field
 
 
-class TokenBucket:
-    __slots__ = ("rate", "capacity", "tokens", "stamp")
-
-    def __init__(self, rate: float, capacity: float) -> None:
-        self.rate = rate
-        self.capacity = capacity
-        self.tokens = capacity
-        self.stamp = time.monotonic()
-
-    def take(self, n: int, now: float) -> float:
-        """Take ``n`` tokens: 0.0 if allowed, else the seconds until it would be.
-
-        A request larger than the bucket passes when the bucket is full and leaves it in debt, so one large
-        batch is never refused forever and the key's average rate still holds.
-        """
-        tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        need = min(float(n), self.capacity)
-        if tokens >= need:
-            self.tokens = tokens - n
-            return 0.0
-        self.tokens = tokens
-        return (need - tokens) / self.rate
-
-
 class Collector:
     """The ASGI application. One instance per process; the lifespan starts and warms the producer."""
 
@@ -144,8 +113,7 @@ class Collector:
             token = base64.b64encode(f"{wk.key}:".encode()).decode()
             self._basic[f"Basic {token}".encode()] = wk
         self._buckets: dict[str, TokenBucket] = {}
-        self.sink = sink
-        self._probe_task: asyncio.Task[None] | None = None
+        self.lifecycle = SinkLifecycle(settings, self.topic, sink)
         self._openapi = orjson.dumps(openapi_document())
 
     # -- ASGI ------------------------------------------------------------------------------------------------
@@ -173,42 +141,14 @@ class Collector:
                 return
 
     async def startup(self) -> None:
-        s = self.settings
-        if self.sink is None:
-            if not s.kafka_broker_address:
-                raise RuntimeError("KAFKA_BROKER_ADDRESS is required by the collector")
-            self.sink = KafkaSink(s.kafka_broker_address, self.topic, linger_ms=s.collector_linger_ms,
-                                  ack_timeout_ms=s.collector_ack_timeout_ms)
-        loop = asyncio.get_running_loop()
-        # Warm the producer: connect, get the producer id and the topic's leaders before the first request
-        # (a cold producer's first requests wait ~750 ms, STACK-FACTS.md).
-        started = time.monotonic()
-        ok = await loop.run_in_executor(None, self.sink.probe, 10.0)
-        if ok:
-            logger.info("collector warm in %.0f ms, producing to %s on %s", (time.monotonic() - started) * 1000,
-                        self.topic, s.kafka_broker_address)
-        else:
-            logger.warning("broker %s not ready at start-up: /readyz answers 503 until it is",
-                           s.kafka_broker_address)
-        self._probe_task = asyncio.create_task(self._probe_loop())
-
-    async def _probe_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        interval = self.settings.collector_probe_interval_s
-        while True:
-            sink = self.sink
-            assert sink is not None
-            # Probe faster while the broker is down, so recovery is seen within a fraction of a second.
-            await asyncio.sleep(interval if sink.ready else min(interval, 0.25))
-            await loop.run_in_executor(None, sink.probe, 2.0)
+        await self.lifecycle.startup()
 
     async def shutdown(self) -> None:
-        if self._probe_task is not None:
-            self._probe_task.cancel()
-        if self.sink is not None:
-            left = await asyncio.get_running_loop().run_in_executor(None, self.sink.close, 5.0)
-            if left:
-                logger.warning("%d events were not flushed at shutdown (their requests got 503)", left)
+        await self.lifecycle.shutdown()
+
+    @property
+    def sink(self) -> KafkaSink | None:
+        return self.lifecycle.sink
 
     # -- HTTP ------------------------------------------------------------------------------------------------
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -219,11 +159,11 @@ class Collector:
             if kind is not None or path in BATCH_ROUTES:
                 if method == "POST":
                     await self._collect(scope, receive, kind)
-                    await send({"type": "http.response.start", "status": 200, "headers": _OK_HEADERS})
-                    await send({"type": "http.response.body", "body": _OK_BODY})
+                    await send({"type": "http.response.start", "status": 200, "headers": OK_HEADERS})
+                    await send({"type": "http.response.body", "body": OK_BODY})
                     return
                 if method == "OPTIONS":
-                    await _respond(send, 204, b"", [(b"content-length", b"0"), *_CORS])
+                    await respond(send, 204, b"", [(b"content-length", b"0"), *CORS])
                     return
                 raise Reject(405, "method_not_allowed", f"{method} is not allowed on {path}: use POST",
                              headers=[(b"allow", b"POST, OPTIONS")])
@@ -231,24 +171,24 @@ class Collector:
                 raise Reject(405, "method_not_allowed", f"{method} is not allowed on {path}: use GET",
                              headers=[(b"allow", b"GET, HEAD")])
             if path == "/healthz":
-                await _json(send, 200, b'{"status":"ok"}')
+                await respond_json(send, 200, b'{"status":"ok"}')
             elif path == "/readyz":
                 sink = self.sink
                 if sink is not None and sink.ready:
                     age = time.monotonic() - max(sink.last_probe_ok, sink.last_ack)
-                    await _json(send, 200, orjson.dumps({"status": "ready", "topic": self.topic,
+                    await respond_json(send, 200, orjson.dumps({"status": "ready", "topic": self.topic,
                                                          "last_broker_ok_s": round(age, 3)}))
                 else:
-                    await _json(send, 503, orjson.dumps({"status": "not_ready", "topic": self.topic,
+                    await respond_json(send, 503, orjson.dumps({"status": "not_ready", "topic": self.topic,
                                                          "reason": "the broker does not accept writes"}))
             elif path == "/openapi.json":
-                await _json(send, 200, self._openapi)
+                await respond_json(send, 200, self._openapi)
             else:
                 raise Reject(404, "not_found", f"no such endpoint: {path}")
         except Reject as rej:
-            await _error(send, rej)
+            await respond_error(send, rej)
         except BrokerUnavailable as exc:
-            await _error(send, Reject(503, "broker_unavailable",
+            await respond_error(send, Reject(503, "broker_unavailable",
                                       f"events not acknowledged by the broker ({exc}): retry later",
                                       headers=[(b"retry-after", b"1")]))
         except _ClientGone:
@@ -442,21 +382,6 @@ def _gunzip(body: bytes, limit: int) -> bytes:
     if not decompressor.eof:
         raise Reject(400, "invalid_encoding", "the gzip body is truncated")
     return out
-
-
-async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _json(send: Send, status: int, body: bytes) -> None:
-    await _respond(send, status, body, [_JSON, (b"content-length", str(len(body)).encode())])
-
-
-async def _error(send: Send, rej: Reject) -> None:
-    body = rej.body()
-    headers = [_JSON, (b"content-length", str(len(body)).encode()), _CORS[0], *rej.headers]
-    await _respond(send, rej.status, body, headers)
 
 
 def create_app(settings: CollectorSettings | None = None) -> Collector:

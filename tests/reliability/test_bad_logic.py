@@ -13,7 +13,7 @@
   internals are broken, in-process, first in stage 1 then in stage 2): the event goes to ``events.dlq`` with
   reason ``processing_error`` and its input (stage 1: exactly the bytes produced to ``events.raw``; stage 2: the
   stage-1 record, at the raw position of that input), the stream goes on, and the next good policy decides the
-  next events. The stage-2 record is not exactly what stage 2 received (B13, a strict xfail).
+  next events. The stage-2 record is exactly what stage 2 received, handoff included (B13, fixed).
 
 Every input has exactly one outcome in every phase (routed + quarantined + dead-lettered + suppressed = consumed).
 """
@@ -234,13 +234,6 @@ class _BrokenSet(frozenset):
         raise RuntimeError("simulated defect in stage 1")
 
 
-STAGE2_DLQ_BUG = ("B13: a stage-2 processing_error dead-letters a mutated record, not the one stage 2 received: "
-                  "decide_profile pops `_facts`, `_consent` and `_device_consent` from its input before it can "
-                  "raise, and the worker serializes that same dict for the DLQ, so a replay after the fix would "
-                  "decide without them (a consent event's own decision, or an anonymous device's consent carried at "
-                  "login, would be lost)")
-
-
 @pytest.fixture(scope="module")
 def defect_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The worker in-process (a defect cannot be pushed as a document: documents are validated), on a real broker:
@@ -330,7 +323,6 @@ def test_a_defect_in_the_decision_code_dead_letters_the_event_and_the_stream_goe
     assert fixed == Counter({"routed": len(produced["fixed"])}), fixed
 
 
-@pytest.mark.xfail(strict=True, reason=STAGE2_DLQ_BUG)
 def test_a_stage2_dead_letter_keeps_the_record_stage2_received(defect_run: dict[str, Any]) -> None:
     """What stage 2 received is recomputed here: the phase's exact raw bytes replayed through stage 1 (pure
     function, fresh device state, the phase's policy, the same secret and raw positions). The DLQ's original must
