@@ -41,7 +41,7 @@ def default_events() -> list[sim.SimEvent]:
 def test_same_seed_gives_identical_output() -> None:
     sc = small()
     first = list(sim.generate(sc))
-    sim._world.cache_clear()  # nothing may depend on process-level caches
+    sim.generation._world.cache_clear()  # nothing may depend on process-level caches
     assert snapshot(first) == snapshot(list(sim.generate(sc)))
     assert len(first) > 100
 
@@ -269,12 +269,12 @@ def test_ips_and_user_agents_are_real(default_events: list[sim.SimEvent]) -> Non
         country, asn = sim.geo_lookup(ip)
         if e.truth["actor"] == "human":
             assert country == e.truth["country"]
-            assert not sim._is_crawler_ua(ua)
+            assert not sim.reference._is_crawler_ua(ua)
         elif e.truth["bot_kind"] == "crawler":
-            assert ua in crawler_uas and sim._is_crawler_ua(ua)
+            assert ua in crawler_uas and sim.reference._is_crawler_ua(ua)
             assert any(t in asn.upper() for t in CLOUD_TOKENS)
         elif e.truth["bot_kind"] == "scraper":
-            assert not sim._is_crawler_ua(ua) and ua.startswith("Mozilla/5.0")
+            assert not sim.reference._is_crawler_ua(ua) and ua.startswith("Mozilla/5.0")
             assert any(t in asn.upper() for t in CLOUD_TOKENS)
         checked[e.truth["actor"]] += 1
     assert len(checked) == 3
