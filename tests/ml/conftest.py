@@ -99,11 +99,9 @@ def write_lake(layout: DataLayout, frame: pl.DataFrame, *, ledger: dict[str, Any
 
 def build_staging(layout: DataLayout) -> None:
     """The real ``dbt build`` of ``stg_decided`` and what it reads, over the layout's lake, into its DuckDB file."""
-    from tests.warehouse.dbt_runner import run_dbt
+    from tests.warehouse.dbt_runner import build_models
 
-    result = run_dbt(["build", "--select", "+stg_decided", "--indirect-selection", "cautious", "--full-refresh"],
-                     lake=layout.lake, workdir=layout.root)
-    assert result.returncode == 0, result.stdout[-3000:]
+    build_models("stg_decided", lake=layout.lake, workdir=layout.root, full_refresh=True)
 
 
 @pytest.fixture

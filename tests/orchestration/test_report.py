@@ -32,7 +32,7 @@ from orchestration.decided_events import AmbiguousTruth
 from orchestration.report import compute, load_policies, to_html
 from streaming.consent import DEFAULT_REGION_DEFAULTS, PURPOSES, region_of
 from streaming.policy import bootstrap_policy, seal
-from tests.warehouse.dbt_runner import run_dbt
+from tests.warehouse.dbt_runner import build_models
 from warehouse import lake as lake_layout
 
 pytestmark = pytest.mark.integration
@@ -136,9 +136,7 @@ def write_data_dir(data_dir: Path, events: list[dict[str, Any]], *, trained_unti
                    "consent": json.dumps(e["_given"]) if e["_given"] else None,
                    **({"device_id": e["device_id"]} if truth_by_device else {})} for e in events]
                  ).write_parquet(data_dir / "truth.parquet")
-    result = run_dbt(["build", "--select", "+stg_deliveries", "--indirect-selection", "cautious"], lake=lake,
-                     workdir=data_dir)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    build_models("stg_deliveries", lake=lake, workdir=data_dir)
     labels = pl.DataFrame([{"sent_event_id": e["event_id"], "device_id": e["device_id"], "label_bot": e["_bot"]}
                            for e in events])
     con = duckdb.connect(str(data_dir / "warehouse.duckdb"))

@@ -23,7 +23,7 @@ from ml.backtest import COLUMNS, bot_sql, rule_sql
 from streaming import facts, simulator
 from streaming.policy import FACTS, bootstrap_policy, compile_policy, seal
 from tests.ml.hot_replay import HotPath
-from tests.warehouse.dbt_runner import run_dbt
+from tests.warehouse.dbt_runner import build_models
 
 #: Values a string fact is compared with (a mix of ones the traffic has and ones it never has).
 STRINGS: dict[str, list[Any]] = {
@@ -110,9 +110,7 @@ def decided(request, tmp_path_factory):
     workdir = tmp_path_factory.mktemp(f"facts-{seed}")
     doc = random_policy(random.Random(seed), rounds=3)
     HotPath().replay(traffic(seed), compile_policy(doc), workdir / "lake")
-    result = run_dbt(["build", "--select", "+stg_decided", "--indirect-selection", "cautious"],
-                     lake=workdir / "lake", workdir=workdir)
-    assert result.returncode == 0, result.stdout[-3000:]
+    build_models("stg_decided", lake=workdir / "lake", workdir=workdir)
     con = duckdb.connect(str(workdir / "warehouse.duckdb"), read_only=True)
     yield seed, doc, con
     con.close()

@@ -25,6 +25,14 @@ def run_dbt(command: list[str], *, lake: Path, workdir: Path, vars_yaml: str | N
     return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def build_models(model: str, *, lake: Path, workdir: Path, full_refresh: bool = False) -> None:
+    """``dbt build`` of ``model`` and everything it reads (seeds, staging), with only the tests whose parents are all
+    selected; fails with dbt's output if the build does."""
+    command = ["build", "--select", f"+{model}", "--indirect-selection", "cautious"]
+    result = run_dbt([*command, "--full-refresh"] if full_refresh else command, lake=lake, workdir=workdir)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
 #: Tables whose content legitimately differs between an incremental and a full build (bookkeeping).
 BOOKKEEPING = frozenset({"stg_lake_files"})
 
