@@ -18,6 +18,7 @@ import duckdb
 import pytest
 
 from tests.reliability.harness import DECIDED_STREAMS, figure, lake_con, lake_streams
+from warehouse.lake import stream_glob
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +108,6 @@ def test_a_year_of_backfill_in_one_burst_does_not_kill_the_lake_sink(tmp_path):
 
     from streaming import settings as topics
     from tests.reliability.harness import Platform, produce, size, wait_for_lake
-    from warehouse.lake import stream_glob
 
     n = size("burst", 6000)
     t0 = datetime(2026, 11, 2, tzinfo=UTC)
@@ -134,22 +134,14 @@ def test_a_year_of_backfill_in_one_burst_does_not_kill_the_lake_sink(tmp_path):
             alive = platform.alive("lake")
             files = len(list(platform.lake.rglob("*.parquet")))
             settled = round(time.monotonic() - started, 1)
-        con = duckdb.connect()
-        try:
-            for stream in ("events", "deliveries"):
-                # the directory each row's file sits in, not a column: placement is where the file is
-                glob = stream_glob(platform.lake, stream)
-                rows = con.execute(f"select event_id, filename from read_parquet('{glob}', filename=true, "
-                                   "hive_partitioning=false)").fetchall()
-                days = [(eid, Path(f).parent.name.removeprefix("event_date=")) for eid, f in rows
-                        if eid in event_date]
-                placement[stream] = {
-                    "rows": len(days), "checked": len({eid for eid, _ in days}),
-                    "wrong_partition": sum(day != event_date[eid] for eid, day in days),
-                    "partitions": len({day for _, day in days}),
-                }
-        finally:
-            con.close()
+        # wait_for_lake returns once every input is in *some* stream: the deliveries rows of the same records may
+        # still be in the sink's next flush, so read until both streams hold the whole burst (or a minute passed).
+        deadline = time.monotonic() + 60
+        while True:
+            placement.update(_placement(platform.lake, event_date))
+            if all(c["checked"] == n for c in placement.values()) or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
         figure("9 late and skewed: backfill burst", f"{n} decided records over {len(set(event_date.values()))} "
                "event dates at once",
                lake_sink_alive=alive, parquet_files=files, settled_s=settled,
@@ -164,3 +156,24 @@ def test_a_year_of_backfill_in_one_burst_does_not_kill_the_lake_sink(tmp_path):
         assert counts["checked"] == n, (stream, counts)
         assert counts["wrong_partition"] == 0, (stream, counts)
     assert set(placement) == {"events", "deliveries"}
+
+
+def _placement(lake: Path, event_date: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Per stream: burst rows, distinct records checked, rows outside their event date's partition, partitions."""
+    out = {}
+    con = duckdb.connect()
+    try:
+        for stream in ("events", "deliveries"):
+            # the directory each row's file sits in, not a column: placement is where the file is
+            glob = stream_glob(lake, stream)
+            rows = con.execute(f"select event_id, filename from read_parquet('{glob}', filename=true, "
+                               "hive_partitioning=false)").fetchall()
+            days = [(eid, Path(f).parent.name.removeprefix("event_date=")) for eid, f in rows if eid in event_date]
+            out[stream] = {
+                "rows": len(days), "checked": len({eid for eid, _ in days}),
+                "wrong_partition": sum(day != event_date[eid] for eid, day in days),
+                "partitions": len({day for _, day in days}),
+            }
+    finally:
+        con.close()
+    return out
