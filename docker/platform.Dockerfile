@@ -19,7 +19,7 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /app
 COPY pyproject.toml README.md ./
 # dagster-postgres: Dagster's run/event/schedule storage; psycopg2-binary: MLflow's PostgreSQL backend store.
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['platform']))" \
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['platform'] + p['optional-dependencies']['simulator']))" \
         > /tmp/requirements.txt \
  && printf '%s\n' 'dagster-postgres>=0.29,<0.30' 'psycopg2-binary>=2.9,<3' >> /tmp/requirements.txt \
  && pip install --no-cache-dir -r /tmp/requirements.txt

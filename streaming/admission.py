@@ -48,12 +48,13 @@ def erase_if_listed(event: Event, state: State, erased_ids: Set[str]) -> bool:
     return False
 
 
-def repeat_of_recent(event: Event, state: State) -> SuppressionReason | None:
+def repeat_of_recent(event: Event, state: State, payload_hash: str | None = None) -> SuppressionReason | None:
     """``duplicate_event_id`` (same id and payload) or ``event_id_reused`` (same id, other payload) if the device saw
-    this event id recently; else None, and the id is remembered."""
+    this event id recently; else None, and the id is remembered. ``payload_hash``: :func:`payload_fingerprint` of
+    the event when the caller already has it (it goes on the record: the warehouse compares payloads with it)."""
     recent = state.get("recent_ids") or []
     id_print = event_fingerprint(event.event_id)
-    fingerprint = f"{id_print}:{payload_fingerprint(event)}"
+    fingerprint = f"{id_print}:{payload_hash or payload_fingerprint(event)}"
     seen = next((r for r in recent if r.startswith(id_print)), None)
     if seen is not None:
         return "duplicate_event_id" if seen == fingerprint else "event_id_reused"
@@ -61,9 +62,10 @@ def repeat_of_recent(event: Event, state: State) -> SuppressionReason | None:
     return None
 
 
-def admit(event: Event, state: State, erased_ids: Set[str]) -> SuppressionReason | None:
+def admit(event: Event, state: State, erased_ids: Set[str],
+          payload_hash: str | None = None) -> SuppressionReason | None:
     """None if the event is to be decided; else why it is suppressed (erasure first: an erased device's retry is
     an erased person's event)."""
     if erase_if_listed(event, state, erased_ids):
         return "erased"
-    return repeat_of_recent(event, state)
+    return repeat_of_recent(event, state, payload_hash)

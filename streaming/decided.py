@@ -111,6 +111,9 @@ class Ledger(_Contract, kw_only=True):
     consent_note: str | None = None
     #: rules and models that raised on this event, in both stages; absent when none did
     errors: list[RuleError] | None = None
+    #: what the client sent (type, names, user id, original time, properties and traits before scrubbing), hashed
+    #: as the hot path recognises a retry (``admission.payload_fingerprint``); the warehouse's ``payload_hash``
+    payload_hash: str | None = None
     # stage 2 (profile)
     #: what is granted now, per purpose (explicit decisions, else the region's default)
     purposes: dict[str, bool] | None = None
@@ -135,6 +138,8 @@ class SuppressionLedger(_Contract, kw_only=True):
     decision: Literal["suppressed"]
     #: stage 1 only
     reason: SuppressionReason | None = None
+    #: stage 1, not for an erasure: as :attr:`Ledger.payload_hash`
+    payload_hash: str | None = None
     #: stage 2 only: destination → reason (as :attr:`Ledger.destinations`; never ``sent``)
     destinations: dict[str, str] | None = None
     purposes: dict[str, bool] | None = None

@@ -16,3 +16,16 @@ class BrokerError(FirstmileError):
 
 class PolicyError(FirstmileError):
     """A policy document is invalid; the message names the field or rule at fault."""
+
+
+class MissingExtraError(FirstmileError, ImportError):
+    """An optional part of firstmile was used without its extra installed; the message names the extra."""
+
+
+def require_extra(module: str, extra: str, what: str) -> None:
+    """Raise :class:`MissingExtraError` naming ``pip install 'firstmile[<extra>]'`` if ``module`` is not importable."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise MissingExtraError(f"{what} needs {module!r}, which the [{extra}] extra installs: "
+                                f"pip install 'firstmile[{extra}]' (make installs every extra)")

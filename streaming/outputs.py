@@ -89,9 +89,13 @@ def dead_letter(raw: bytes | None, error: InvalidEvent, origin: Origin, *, key: 
     return Output(topics.DLQ, key_str, value)
 
 
-def suppression(event: Event, policy: CompiledPolicy, origin: Origin, *, reason: str, key: str) -> Output:
+def suppression(event: Event, policy: CompiledPolicy, origin: Origin, *, reason: str, key: str,
+                payload_hash: str | None) -> Output:
     """Stage 1's ledger-only record (:class:`~streaming.decided.Suppressed`) of an event nobody may receive (no
-    payload kept; an erased person's without identifiers)."""
+    payload kept, only its hash; an erased person's without identifiers or hash)."""
+    ledger: dict[str, Any] = {"policy_version": policy.version, "decision": "suppressed", "reason": reason}
+    if payload_hash and reason != "erased":
+        ledger["payload_hash"] = payload_hash
     return Output(topics.SUPPRESSED, key, {
         "event_id": event.event_id, "type": event.type, "event_name": event.event or event.name,
         "anonymous_id": None if reason == "erased" else event.anonymous_id,
@@ -100,14 +104,14 @@ def suppression(event: Event, policy: CompiledPolicy, origin: Origin, *, reason:
         "event_ts": iso(event.timestamp), "received_at": iso(event.received_at),
         "policy_version": policy.version, "consent": None, "destinations": [], "is_bot": False,
         "raw_partition": origin.partition, "raw_offset": origin.offset, "features": {},
-        "ledger": {"policy_version": policy.version, "decision": "suppressed", "reason": reason},
+        "ledger": ledger,
     })
 
 
 def decided_record(event: Event, *, link: Link, geo: Geo, device: Device, crawler_pattern: str | None,
                    session_id: str, features: dict[str, float], facts: dict[str, Any], verdict: BotVerdict,
                    scores: Scores, errors: list[dict[str, str]], consent_note: str | None, policy: CompiledPolicy,
-                   origin: Origin, secret: bytes) -> dict[str, Any]:
+                   origin: Origin, secret: bytes, payload_hash: str | None = None) -> dict[str, Any]:
     """Stage 1's decided record (:class:`~streaming.decided.DeviceRecord`) with its ledger; stage 2, or the
     quarantine, adds ``consent`` and ``destinations``. Personal data leaves only hashed or truncated."""
     ip = event.context.ip
@@ -123,6 +127,7 @@ def decided_record(event: Event, *, link: Link, geo: Geo, device: Device, crawle
         identity=link.identity,
         consent_note=consent_note,
         errors=[RuleError(rule=e["rule"], error=e["error"]) for e in errors] if errors else None,
+        payload_hash=payload_hash,
     )
     record = DeviceRecord(
         event_id=event.event_id,

@@ -22,7 +22,7 @@ from typing import Any
 from streaming import bots, enrich, identity, scoring
 from streaming import consent_flow as consent
 from streaming import facts as fact_catalog
-from streaming.admission import admit
+from streaming.admission import admit, payload_fingerprint
 from streaming.consent import region_of
 from streaming.contract import Event, InvalidEvent, parse_raw
 from streaming.decided import Handoff, take_handoff
@@ -70,12 +70,14 @@ def _decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, s
         return dead_letter(raw, exc, origin, key=key)
     identity.pseudonymize(event, secret)
     device_id = event.device_id
-    refused = admit(event, state, policy.erased_ids)
+    # what the client sent, hashed once: retries are recognised by it here and the warehouse compares payloads by it
+    payload_hash = payload_fingerprint(event)
+    refused = admit(event, state, policy.erased_ids, payload_hash)
     if refused:
-        return suppression(event, policy, origin, reason=refused, key=device_id)
+        return suppression(event, policy, origin, reason=refused, key=device_id, payload_hash=payload_hash)
     link = identity.link(event, state, policy.identity_merges)
     if link.profile_id in policy.erased_ids:
-        return suppression(event, policy, origin, reason="erased", key=device_id)
+        return suppression(event, policy, origin, reason="erased", key=device_id, payload_hash=None)
     geo, device = enrich.geo(event.context.ip), enrich.device(event.context.user_agent)
     crawler = bots.crawler_matcher().match(event.context.user_agent)
     session_id, features = _session(event, state, device_id)
@@ -90,7 +92,8 @@ def _decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, s
     decided, consent_note, device_consent = consent.on_device(event, state, policy, user_id=link.user_id)
     record = decided_record(event, link=link, geo=geo, device=device, crawler_pattern=crawler,
                             session_id=session_id, features=features, facts=facts, verdict=verdict, scores=scores,
-                            errors=errors, consent_note=consent_note, policy=policy, origin=origin, secret=secret)
+                            errors=errors, consent_note=consent_note, policy=policy, origin=origin, secret=secret,
+                            payload_hash=payload_hash)
     if verdict.is_bot:
         return quarantine(record, key=device_id)
     return for_profile(record, facts, decided, device_consent if link.identity.linked_now else None)

@@ -232,9 +232,11 @@ renamed as (
         type as event_type,
         event_date as lake_partition_date,
         cast(timezone('UTC', event_ts) as date) as event_date,
-        -- what the client sent: a retry repeats it, a reused event id does not
-        md5(concat_ws('|', coalesce(type, ''), coalesce(event_name, ''), coalesce(anonymous_id, ''),
-                      coalesce(user_id, ''), coalesce(properties, ''), coalesce(traits, ''))) as payload_hash
+        -- what the client sent: a retry repeats it, a reused event id does not. The hot path hashes it once, the
+        -- way it recognises a retry, and stamps it on the ledger; records written before it did are hashed here.
+        coalesce(json_extract_string(ledger, '$.payload_hash'),
+                 md5(concat_ws('|', coalesce(type, ''), coalesce(event_name, ''), coalesce(anonymous_id, ''),
+                               coalesce(user_id, ''), coalesce(properties, ''), coalesce(traits, '')))) as payload_hash
     from unioned
     where {{ not_erased(['profile_id', 'user_id', 'anonymous_id', 'device_id', 'email_hash']) }}
 )

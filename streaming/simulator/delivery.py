@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from streaming.errors import require_extra
 from streaming.simulator.events import SimEvent, _iso
 from streaming.simulator.scenario import SimulatorError
 
@@ -35,6 +36,7 @@ def restamp(event: SimEvent, now: datetime) -> dict[str, Any]:
 
 
 def _paced(events: Iterable[SimEvent], rate: float | None, progress: bool, desc: str) -> Iterator[SimEvent]:
+    require_extra("tqdm", "simulator", "The traffic simulator's progress bar")
     from tqdm import tqdm
 
     total = len(events) if hasattr(events, "__len__") else None  # type: ignore[arg-type]

@@ -11,6 +11,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from streaming.errors import require_extra
+
 # --- reference data: countries, user agents, networks, TCF --------------------------------------------------------
 
 #: country → (weight inside its region, locale, timezone, UTC offset hours, currency, phone prefix)
@@ -88,6 +90,7 @@ CRAWLER_FAMILIES = ("Googlebot\\/", "bingbot", "Applebot", "DuckDuckBot", "Baidu
 @lru_cache(maxsize=1)
 def browser_user_agents() -> tuple[tuple[str, str, str, float], ...]:
     """(user agent, device type, browser, weight) from fake-useragent's bundled data (offline, no network)."""
+    require_extra("fake_useragent", "simulator", "The traffic simulator")
     from fake_useragent.utils import load
 
     seen: dict[str, tuple[str, str, str, float]] = {}

@@ -92,7 +92,26 @@ def test_worker_image_installs_the_base_dependencies_only() -> None:
     import tomllib
 
     base = tomllib.loads((cf.REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert not [d for d in base if re.match(r"(dagster|dbt|mlflow|scikit-learn)", d)]
+    assert not [d for d in base if re.match(r"(dagster|dbt|mlflow|scikit-learn|fake-useragent|tqdm)", d)]
+
+
+def test_the_simulator_is_outside_the_worker_install_and_its_imports() -> None:
+    """The traffic simulator's libraries are the [simulator] extra, its package is not in the worker image's build
+    context, and the hot path's entry points import neither (a fresh interpreter, so nothing is preloaded)."""
+    import subprocess
+    import sys
+    import tomllib
+
+    extras = tomllib.loads((cf.REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert {re.split(r"[<>=\[]", d)[0] for d in extras["simulator"]} == {"fake-useragent", "tqdm"}
+    ignore = (cf.REPO / "docker" / "worker.Dockerfile.dockerignore").read_text().splitlines()
+    assert "streaming/simulator/" in ignore[ignore.index("!streaming/"):]
+    assert "simulator" in (cf.REPO / "docker" / "platform.Dockerfile").read_text()  # the demo runs there
+    probe = ("import sys, streaming.worker, streaming.lake_sink, streaming.collector.app, streaming.control; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fake_useragent', 'tqdm') "
+             "or m.startswith('streaming.simulator')))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=cf.REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_dagster_instance_file_is_valid_and_uses_postgres(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -38,11 +38,11 @@ def test_a_dead_letter_keeps_the_original_bytes_the_reason_and_the_id_when_it_pa
 
 def test_an_erased_persons_suppression_holds_no_identifier():
     e = event(0, anon="d-x", user="u-gone")
-    out = suppression(e, policy(), Origin(0, 1), reason="erased", key="d-x")
+    out = suppression(e, policy(), Origin(0, 1), reason="erased", key="d-x", payload_hash="0a1b2c3d")
     assert out.value["anonymous_id"] is out.value["user_id"] is out.value["device_id"] is None
     assert out.value["ledger"] == {"policy_version": 1, "decision": "suppressed", "reason": "erased"}
-    retry = suppression(e, policy(), Origin(0, 1), reason="duplicate_event_id", key="d-x")
-    assert retry.value["user_id"] == "u-gone"
+    retry = suppression(e, policy(), Origin(0, 1), reason="duplicate_event_id", key="d-x", payload_hash="0a1b2c3d")
+    assert retry.value["user_id"] == "u-gone" and retry.value["ledger"]["payload_hash"] == "0a1b2c3d"
     msgspec.convert(retry.value, Suppressed, strict=True)
 
 

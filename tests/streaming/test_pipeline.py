@@ -175,6 +175,9 @@ def test_a_client_retry_is_suppressed_and_not_folded_into_the_session(policy):
     assert [o.topic for o in retry] == [topics.SUPPRESSED]
     assert retry[0].value["ledger"]["reason"] == "duplicate_event_id"
     assert third[0].value["features"]["session_event_count"] == 2.0
+    # the hash that recognised the retry is on both records: the warehouse compares payloads with it (payload_hash)
+    assert retry[0].value["ledger"]["payload_hash"] == first[0].value["ledger"]["payload_hash"]
+    assert third[0].value["ledger"]["payload_hash"] != first[0].value["ledger"]["payload_hash"]
 
 
 def test_erased_people_are_suppressed_at_the_first_mile_without_identifiers():
