@@ -119,6 +119,14 @@ def topic_specs(settings: StreamingSettings) -> dict[str, dict[str, str | int]]:
         topics.SUPPRESSED: {"partitions": n, **base},
         topics.DECISIONS: {"partitions": n, **base, "cleanup.policy": "compact"},
         topics.CONTROL_POLICY: {"partitions": 1, **base, "cleanup.policy": "compact", "retention.ms": "-1"},
+        # one partition each: an offset then names exactly the table a decision was made under (the ledger's
+        # ``control``); compacted by identifier, kept forever (an erasure must outlive any retention)
+        topics.CONTROL_IDENTITY: {"partitions": 1, **base, "cleanup.policy": "compact", "retention.ms": "-1",
+                                  "retention.bytes": "-1"},
+        topics.CONTROL_ERASURE: {"partitions": 1, **base, "cleanup.policy": "compact", "retention.ms": "-1",
+                                 "retention.bytes": "-1"},
+        topics.CONTROL_REGULATIONS: {"partitions": 1, **base, "cleanup.policy": "compact", "retention.ms": "-1",
+                                     "retention.bytes": "-1"},
     }
     for dest in topics.DESTINATIONS:
         specs[dest] = {"partitions": n, **base}

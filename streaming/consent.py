@@ -79,6 +79,21 @@ class ConsentState:
                 self.purposes[purpose] = [bool(granted), at_ms, source]
         return changed
 
+    def fold(self, decisions: Mapping[str, tuple[bool, int] | list[Any]], *, source: str) -> list[str]:
+        """Fold a merged profile's decisions in (purpose → (granted, at_ms)): per purpose the latest decision wins
+        and a denial wins a tie, so a merge never widens consent. Returns the purposes that changed."""
+        changed = []
+        for purpose, decided in decisions.items():
+            if purpose not in PURPOSES:
+                continue
+            granted, at_ms = bool(decided[0]), int(decided[1])
+            known = self.purposes.get(purpose)
+            if known is None or at_ms > known[1] or (at_ms == known[1] and not granted):
+                if known is None or bool(known[0]) != granted:
+                    changed.append(purpose)
+                self.purposes[purpose] = [granted, at_ms, source]
+        return changed
+
     def effective(self, region: str, defaults: Mapping[str, Mapping[str, bool]]) -> dict[str, bool]:
         """What is granted right now: explicit decisions, else the region's default, else denied."""
         region_default = defaults.get(region) or defaults.get("UNKNOWN") or {}

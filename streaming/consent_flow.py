@@ -14,6 +14,7 @@ from typing import Any
 
 from streaming.consent import ConsentState, InvalidConsentString, purposes_from_tcf
 from streaming.contract import Event
+from streaming.control_tables import ControlTables
 from streaming.decided import ConsentDecisions, Handoff, epoch_ms
 from streaming.keyed_state import State
 from streaming.policy import CompiledPolicy
@@ -66,6 +67,25 @@ def on_profile(handoff: Handoff, state: State, *, source: str) -> tuple[ConsentS
     if carried or own:
         state.set("consent", consent.to_dict())
     return consent, changed
+
+
+def fold_merged(profile_id: str, state: State, control: ControlTables) -> tuple[list[str], list[str]]:
+    """Stage 2: the consent of profiles merged into this one (``control.identity``) folded into its consent, once
+    per merged profile (the state remembers which): (merged profiles folded now, purposes that changed)."""
+    members = control.members_of(profile_id)
+    if not members:
+        return [], []
+    done = state.get("merged_in") or []
+    pending = sorted(members.difference(done))
+    if not pending:
+        return [], []
+    consent = ConsentState.from_dict(state.get("consent"))
+    changed: list[str] = []
+    for member in pending:
+        changed += consent.fold(control.merged_consent(member), source=f"merge:{member}")
+    state.set("consent", consent.to_dict())
+    state.set("merged_in", [*done, *pending])
+    return pending, sorted(set(changed))
 
 
 def granted_now(consent: ConsentState, region: str | None, policy: CompiledPolicy) -> dict[str, bool]:

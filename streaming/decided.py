@@ -80,7 +80,7 @@ class Identity(_Contract, kw_only=True):
     profile_id: str
     #: this event linked its device to a user id (a first identify/login on the device)
     linked_now: bool
-    #: the profile id a warehouse merge (policy ``identity_merges``) moved the event from
+    #: the profile id a warehouse merge (``control.identity``) moved the event from
     merged_from: str | None
     via: Via
 
@@ -90,6 +90,15 @@ class SegmentDecision(_Contract, kw_only=True):
 
     segment: str
     action: str
+
+
+class ControlOffsets(msgspec.Struct, frozen=True, kw_only=True):
+    """The control tables an event was decided under: per control topic (one partition each), the next offset —
+    every record below it was applied (:mod:`streaming.control_tables`). Replaying the topics up to these offsets
+    rebuilds the merges and erasures the decision saw."""
+
+    identity: int = 0
+    erasure: int = 0
 
 
 class Ledger(_Contract, kw_only=True):
@@ -111,6 +120,8 @@ class Ledger(_Contract, kw_only=True):
     consent_note: str | None = None
     #: rules and models that raised on this event, in both stages; absent when none did
     errors: list[RuleError] | None = None
+    #: the identity merges and erasures the event was decided under (offsets of ``control.identity``/``.erasure``)
+    control: ControlOffsets | None = None
     #: what the client sent (type, names, user id, original time, properties and traits before scrubbing), hashed
     #: as the hot path recognises a retry (``admission.payload_fingerprint``); the warehouse's ``payload_hash``
     payload_hash: str | None = None
@@ -119,6 +130,8 @@ class Ledger(_Contract, kw_only=True):
     purposes: dict[str, bool] | None = None
     #: purposes this event changed
     consent_changed: list[str] | None = None
+    #: profiles merged into this one whose consent was folded in on this event (latest wins, a denial wins a tie)
+    consent_merged_from: list[str] | None = None
     #: destination → ``sent`` | ``condition_false`` | ``condition_error`` | ``consent_missing:<purposes>`` |
     #: ``erased_profile``
     destinations: dict[str, str] | None = None
@@ -140,6 +153,8 @@ class SuppressionLedger(_Contract, kw_only=True):
     reason: SuppressionReason | None = None
     #: stage 1, not for an erasure: as :attr:`Ledger.payload_hash`
     payload_hash: str | None = None
+    #: as :attr:`Ledger.control`
+    control: ControlOffsets | None = None
     #: stage 2 only: destination → reason (as :attr:`Ledger.destinations`; never ``sent``)
     destinations: dict[str, str] | None = None
     purposes: dict[str, bool] | None = None

@@ -2,18 +2,17 @@
 
 An identifier that is itself PII (an email or phone number used as ``userId``) is pseudonymized before it reaches
 state, keys or outputs. A device that identified once keeps its profile for its later anonymous events; the
-warehouse's cross-device merges (policy ``identity_merges``, already resolved to the canonical profile) move a
-profile id to the one it merged into.
+warehouse's cross-device merges (``control.identity``, chains resolved by
+:class:`~streaming.control_tables.ControlTables`) move a profile id to the survivor it merged into.
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 import msgspec
 
 from streaming import pii
 from streaming.contract import Event
+from streaming.control_tables import ControlTables
 from streaming.decided import Identity, Via, iso
 from streaming.keyed_state import State
 
@@ -38,7 +37,7 @@ def pseudonymize(event: Event, secret: bytes) -> None:
     event.previous_id = pii.pseudonymous_id(event.previous_id, secret)
 
 
-def link(event: Event, state: State, merges: Mapping[str, str]) -> Link:
+def link(event: Event, state: State, control: ControlTables) -> Link:
     """The event's profile: its user id, else its device's earlier link, else the device; then the warehouse's
     merge of that id, if any. An event with a user id the device has not linked to yet (re)links the device."""
     identity = state.get("identity") or {}
@@ -49,7 +48,8 @@ def link(event: Event, state: State, merges: Mapping[str, str]) -> Link:
         linked_now = True
     user_id = event.user_id or identity.get("user_id")
     profile_id = user_id or event.anonymous_id or event.device_id
-    merged_from = profile_id if profile_id in merges else None
+    survivor = control.survivor(profile_id)
+    merged_from = profile_id if survivor != profile_id else None
     via: Via = "user_id" if event.user_id else "device_link" if user_id else "anonymous"
-    return Link(user_id, Identity(profile_id=merges.get(profile_id, profile_id), linked_now=linked_now,
+    return Link(user_id, Identity(profile_id=survivor, linked_now=linked_now,
                                   merged_from=merged_from, via=via))

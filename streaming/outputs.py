@@ -22,6 +22,7 @@ from streaming.contract import Event, InvalidEvent
 from streaming.decided import (
     HANDOFF,
     ConsentDecisions,
+    ControlOffsets,
     Decided,
     DeviceRecord,
     Handoff,
@@ -90,12 +91,14 @@ def dead_letter(raw: bytes | None, error: InvalidEvent, origin: Origin, *, key: 
 
 
 def suppression(event: Event, policy: CompiledPolicy, origin: Origin, *, reason: str, key: str,
-                payload_hash: str | None) -> Output:
+                payload_hash: str | None, control: ControlOffsets | None = None) -> Output:
     """Stage 1's ledger-only record (:class:`~streaming.decided.Suppressed`) of an event nobody may receive (no
     payload kept, only its hash; an erased person's without identifiers or hash)."""
     ledger: dict[str, Any] = {"policy_version": policy.version, "decision": "suppressed", "reason": reason}
     if payload_hash and reason != "erased":
         ledger["payload_hash"] = payload_hash
+    if control is not None:
+        ledger["control"] = {"identity": control.identity, "erasure": control.erasure}
     return Output(topics.SUPPRESSED, key, {
         "event_id": event.event_id, "type": event.type, "event_name": event.event or event.name,
         "anonymous_id": None if reason == "erased" else event.anonymous_id,
@@ -111,7 +114,8 @@ def suppression(event: Event, policy: CompiledPolicy, origin: Origin, *, reason:
 def decided_record(event: Event, *, link: Link, geo: Geo, device: Device, crawler_pattern: str | None,
                    session_id: str, features: dict[str, float], facts: dict[str, Any], verdict: BotVerdict,
                    scores: Scores, errors: list[dict[str, str]], consent_note: str | None, policy: CompiledPolicy,
-                   origin: Origin, secret: bytes, payload_hash: str | None = None) -> dict[str, Any]:
+                   origin: Origin, secret: bytes, payload_hash: str | None = None,
+                   control: ControlOffsets | None = None) -> dict[str, Any]:
     """Stage 1's decided record (:class:`~streaming.decided.DeviceRecord`) with its ledger; stage 2, or the
     quarantine, adds ``consent`` and ``destinations``. Personal data leaves only hashed or truncated."""
     ip = event.context.ip
@@ -128,6 +132,7 @@ def decided_record(event: Event, *, link: Link, geo: Geo, device: Device, crawle
         consent_note=consent_note,
         errors=[RuleError(rule=e["rule"], error=e["error"]) for e in errors] if errors else None,
         payload_hash=payload_hash,
+        control=control,
     )
     record = DeviceRecord(
         event_id=event.event_id,

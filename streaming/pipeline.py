@@ -25,6 +25,7 @@ from streaming import facts as fact_catalog
 from streaming.admission import admit, payload_fingerprint
 from streaming.consent import region_of
 from streaming.contract import Event, InvalidEvent, parse_raw
+from streaming.control_tables import ControlTables
 from streaming.decided import Handoff, take_handoff
 from streaming.keyed_state import DictState, PackedState, State
 from streaming.outputs import (
@@ -48,22 +49,26 @@ logger = logging.getLogger(__name__)
 
 #: Where an input came from when the caller does not say (tests, replays).
 NO_ORIGIN = Origin()
+#: No merges, no erasures (tests, replays that do not need them).
+NO_CONTROL = ControlTables()
 
 __all__ = ["PROFILE", "DictState", "Origin", "Output", "State", "dead_letter", "decide_device", "decide_profile"]
 
 
 def decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, secret: bytes,
-                  origin: Origin = NO_ORIGIN, key: bytes | str | None = None) -> Output:
+                  origin: Origin = NO_ORIGIN, key: bytes | str | None = None,
+                  control: ControlTables = NO_CONTROL) -> Output:
     """Stage 1, keyed by device. Returns the DLQ record, the quarantine record, a suppression, or the record for
-    stage 2 (topic :data:`PROFILE`)."""
+    stage 2 (topic :data:`PROFILE`). ``control``: identity merges and erasures (``control.identity``/``.erasure``)."""
     packed = PackedState(state, "device")
-    out = _decide_device(raw, packed, policy, secret=secret, origin=origin, key=key)
+    out = _decide_device(raw, packed, policy, secret=secret, origin=origin, key=key, control=control)
     packed.flush()  # only once decided: an event that raised leaves the state as it was (the worker dead-letters it)
     return out
 
 
 def _decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, secret: bytes,
-                   origin: Origin, key: bytes | str | None) -> Output:
+                   origin: Origin, key: bytes | str | None, control: ControlTables) -> Output:
+    under = control.offsets  # read first: the decision saw at least every control record below these offsets
     try:
         event = parse_raw(raw)
     except InvalidEvent as exc:
@@ -72,12 +77,13 @@ def _decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, s
     device_id = event.device_id
     # what the client sent, hashed once: retries are recognised by it here and the warehouse compares payloads by it
     payload_hash = payload_fingerprint(event)
-    refused = admit(event, state, policy.erased_ids, payload_hash)
+    refused = admit(event, state, control.erased, payload_hash)
     if refused:
-        return suppression(event, policy, origin, reason=refused, key=device_id, payload_hash=payload_hash)
-    link = identity.link(event, state, policy.identity_merges)
-    if link.profile_id in policy.erased_ids:
-        return suppression(event, policy, origin, reason="erased", key=device_id, payload_hash=None)
+        return suppression(event, policy, origin, reason=refused, key=device_id, payload_hash=payload_hash,
+                           control=under)
+    link = identity.link(event, state, control)
+    if control.is_erased(link.profile_id):
+        return suppression(event, policy, origin, reason="erased", key=device_id, payload_hash=None, control=under)
     geo, device = enrich.geo(event.context.ip), enrich.device(event.context.user_agent)
     crawler = bots.crawler_matcher().match(event.context.user_agent)
     session_id, features = _session(event, state, device_id)
@@ -93,7 +99,7 @@ def _decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, s
     record = decided_record(event, link=link, geo=geo, device=device, crawler_pattern=crawler,
                             session_id=session_id, features=features, facts=facts, verdict=verdict, scores=scores,
                             errors=errors, consent_note=consent_note, policy=policy, origin=origin, secret=secret,
-                            payload_hash=payload_hash)
+                            payload_hash=payload_hash, control=under)
     if verdict.is_bot:
         return quarantine(record, key=device_id)
     return for_profile(record, facts, decided, device_consent if link.identity.linked_now else None)
@@ -112,7 +118,8 @@ def _session(event: Event, state: State, device_id: str) -> tuple[str, dict[str,
     return session_id, features
 
 
-def decide_profile(record: dict[str, Any], state: State, policy: CompiledPolicy) -> list[Output]:
+def decide_profile(record: dict[str, Any], state: State, policy: CompiledPolicy,
+                   control: ControlTables = NO_CONTROL) -> list[Output]:
     """Stage 2, keyed by profile: consent, routing, personalization decision, ledger. Never returns nothing.
 
     ``record`` is stage 1's output for :data:`PROFILE` (with its handoff as a Struct, or as JSON after the
@@ -121,14 +128,16 @@ def decide_profile(record: dict[str, Any], state: State, policy: CompiledPolicy)
     packed = PackedState(state, "profile")
     # A copy (the record and its ledger, which stage 2 fills): if a step raises, the worker dead-letters the record
     # exactly as stage 2 received it, handoff included, so a replay after the fix decides it whole (B13).
-    outputs = _decide_profile({**record, "ledger": dict(record["ledger"])}, packed, policy)
+    outputs = _decide_profile({**record, "ledger": dict(record["ledger"])}, packed, policy, control)
     packed.flush()
     return outputs
 
 
-def _decide_profile(record: dict[str, Any], state: State, policy: CompiledPolicy) -> list[Output]:
+def _decide_profile(record: dict[str, Any], state: State, policy: CompiledPolicy,
+                    control: ControlTables) -> list[Output]:
     handoff = take_handoff(record)
     facts = _facts(record, handoff)
+    merged_in, _ = consent.fold_merged(record["profile_id"], state, control)
     profile_consent, changed = consent.on_profile(handoff, state, source=record["type"])
     granted = consent.granted_now(profile_consent, facts.get("region"), policy)
     ledger = record["ledger"]
@@ -138,7 +147,9 @@ def _decide_profile(record: dict[str, Any], state: State, policy: CompiledPolicy
     errors: list[dict[str, str]] = ledger.setdefault("errors", [])
     ledger["purposes"] = granted
     ledger["consent_changed"] = changed
-    routing = route(policy, record["profile_id"], facts, granted, errors)
+    if merged_in:
+        ledger["consent_merged_from"] = merged_in
+    routing = route(policy, facts, granted, errors, erased=control.is_erased(record["profile_id"]))
     _stamp_routing(record, routing, granted)
     outputs = _personalize(record, state, policy, facts, granted, routing, errors)
     if not errors:

@@ -16,9 +16,11 @@ Document (JSON)::
                 "bot": {... same ..., "threshold": 0.9, "mode": "shadow"}},
      "routing": {"dest.warehouse": {"purposes": ["analytics"], "when": true}, ...},
      "segments": [{"id": "high_intent", "when": {JsonLogic}, "action": "offer_free_shipping"}],
-     "identity_merges": {"anon-123": "user-9"},   # cross-device merges the warehouse found
-     "erased_ids": ["user-7", "anon-456"],        # right to be forgotten: suppressed at the first mile
      "checksum": "sha256:..."}
+
+Identity merges and erasures are not in the policy: they are keyed data of any size, on their own compacted topics
+(``control.identity``, ``control.erasure``; :mod:`streaming.control_tables`). A document that still carries
+``identity_merges`` or ``erased_ids`` is rejected with a message saying where they go.
 """
 
 from __future__ import annotations
@@ -138,10 +140,6 @@ class CompiledPolicy:
     bot_model: LinearModel | None
     region_defaults: Mapping[str, Mapping[str, bool]]
     tcf_purposes: Mapping[str, tuple[int, ...]]
-    #: Cross-device merges the warehouse found: profile id → canonical profile id.
-    identity_merges: Mapping[str, str] = field(default_factory=dict)
-    #: Erased people (right to be forgotten): any of their ids → their events are suppressed at the first mile.
-    erased_ids: frozenset[str] = frozenset()
     compiled_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -282,28 +280,16 @@ def compile_policy(doc: Any, *, destinations: tuple[str, ...] | None = None) -> 
     if set(tcf) != set(PURPOSES):
         raise PolicyError(f"policy.consent.tcf_purposes: must map exactly {PURPOSES}")
 
-    merges = doc.get("identity_merges") or {}
-    if not isinstance(merges, dict) or not all(isinstance(k, str) and isinstance(v, str) and k != v
-                                               for k, v in merges.items()):
-        raise PolicyError("policy.identity_merges: expected an object mapping profile id → a different profile id")
-    # Resolve chains (a → b → c) once here, so the hot path does one lookup; a cycle is an error.
-    resolved = {}
-    for start in merges:
-        seen, current = {start}, merges[start]
-        while current in merges:
-            if current in seen:
-                raise PolicyError(f"policy.identity_merges: cycle through {current!r}")
-            seen.add(current)
-            current = merges[current]
-        resolved[start] = current
-    erased = doc.get("erased_ids") or []
-    if not isinstance(erased, list) or not all(isinstance(x, str) and x for x in erased):
-        raise PolicyError("policy.erased_ids: expected a list of non-empty identifier strings")
+    for moved in ("identity_merges", "erased_ids"):
+        if moved in doc:
+            raise PolicyError(f"policy.{moved}: identity merges and erasures are not part of the policy; publish them "
+                              "to control.identity / control.erasure (streaming.control.publish_records, or the "
+                              "loop's published_control asset, or POST /v1/regulations)")
 
     return CompiledPolicy(version=version, checksum=declared, document=doc, bot_rules=tuple(bot_rules),
                           route_rules=tuple(route_rules), routes=tuple(routes), segments=tuple(segments),
                           propensity=propensity, bot_model=bot_model, region_defaults=region_defaults,
-                          tcf_purposes=tcf, identity_merges=resolved, erased_ids=frozenset(erased))
+                          tcf_purposes=tcf)
 
 
 def parse_policy(raw: bytes | str, **kwargs: Any) -> CompiledPolicy:

@@ -33,10 +33,10 @@ class Routing(msgspec.Struct, frozen=True):
     shadow_rules_fired: list[str] | None = None
 
 
-def route(policy: CompiledPolicy, profile_id: str, facts: dict[str, Any], granted: dict[str, bool],
-          errors: list[dict[str, str]]) -> Routing:
-    """Where the event goes and why, per destination of the policy."""
-    if profile_id in policy.erased_ids:
+def route(policy: CompiledPolicy, facts: dict[str, Any], granted: dict[str, bool],
+          errors: list[dict[str, str]], *, erased: bool = False) -> Routing:
+    """Where the event goes and why, per destination of the policy (nowhere for an erased profile)."""
+    if erased:
         return Routing([], {r.destination: ERASED_PROFILE for r in policy.routes})
     extra = {r.id: r for r in policy.route_rules if holds(r.predicate, facts, r.id, errors)}
     chosen: list[str] = []

@@ -21,6 +21,11 @@ QUARANTINE = "events.quarantine"
 SUPPRESSED = "events.suppressed"
 DECISIONS = "decisions"
 CONTROL_POLICY = "control.policy"
+#: What the warehouse (and the regulations API) learn about people, keyed by identifier, compacted, broadcast to
+#: every worker (streaming/control_tables.py): profile merges, erased identifiers, erasure requests and their state.
+CONTROL_IDENTITY = "control.identity"
+CONTROL_ERASURE = "control.erasure"
+CONTROL_REGULATIONS = "control.regulations"
 DEST_WAREHOUSE = "dest.warehouse"
 DEST_MARKETING = "dest.marketing"
 DEST_SALES = "dest.sales"

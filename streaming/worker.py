@@ -2,6 +2,8 @@
 
 Topology (ARCHITECTURE.md, "Keys, state and scale-out")::
 
+    control.identity, control.erasure ─ broadcast to every worker (ControlSync: merges, erased ids; read before
+                                        the first event, snapshot in the state directory)
     events.raw (key: device) ─ decide_device [state: identity, session, device consent]
         ├─ events.dlq          invalid, with reason and original bytes
         ├─ events.quarantine   bots, with reasons
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from pathlib import Path
 from typing import Any
 
 from quixstreams import Application
@@ -34,7 +37,8 @@ from quixstreams.utils.json import dumps as json_dumps
 from streaming import settings as topics
 from streaming.broker import create_topics, fast_group_consumer_config, topic_specs
 from streaming.contract import InvalidEvent
-from streaming.control import PolicyReader
+from streaming.control import ControlSync, PolicyReader
+from streaming.control_tables import ControlTables
 from streaming.pipeline import PROFILE, Origin, Output, dead_letter, decide_device, decide_profile
 from streaming.policy import PolicyHolder
 from streaming.recovery import use_true_high_watermarks
@@ -92,8 +96,10 @@ def _failed(stage: str, exc: Exception, raw: bytes | None, origin: Origin, key: 
 
 
 def build_app(settings: StreamingSettings, broker_address: str, holder: PolicyHolder, *,
-              state_dir: str | None = None) -> Application:
-    """The worker's Quix application (not started). ``holder`` supplies the current policy per event."""
+              state_dir: str | None = None, control: ControlTables | None = None) -> Application:
+    """The worker's Quix application (not started). ``holder`` supplies the current policy per event, ``control``
+    the identity merges and erasures (kept current by :class:`~streaming.control.ControlSync`)."""
+    tables = control if control is not None else ControlTables()
     secret = settings.pii_secret.encode("utf-8")
     app = Application(
         broker_address=broker_address,
@@ -122,7 +128,7 @@ def build_app(settings: StreamingSettings, broker_address: str, holder: PolicyHo
         ctx = message_context()
         origin = Origin(ctx.partition, ctx.offset)
         try:
-            out = decide_device(value, state, holder.current, secret=secret, origin=origin, key=key)
+            out = decide_device(value, state, holder.current, secret=secret, origin=origin, key=key, control=tables)
         except Exception as exc:  # noqa: BLE001 - contained: the stream never stops for one event
             return _failed("decide_device", exc, value, origin, key)
         return routed_from_device(out, key)
@@ -131,7 +137,7 @@ def build_app(settings: StreamingSettings, broker_address: str, holder: PolicyHo
                state: Any) -> list[dict[str, Any]]:
         try:
             # the version stage 1 decided this event with, while this process still holds it
-            outs = decide_profile(value, state, holder.version(value.get("policy_version")))
+            outs = decide_profile(value, state, holder.version(value.get("policy_version")), tables)
         except Exception as exc:  # noqa: BLE001 - contained, as in stage 1
             ctx = message_context()
             raw = json_dumps(value)
@@ -170,14 +176,24 @@ def run_worker(settings: StreamingSettings | None = None, *, broker_address: str
     holder = PolicyHolder()
     reader = PolicyReader(address, settings.topic(topics.CONTROL_POLICY), holder)
     reader.start()
+    # readiness: no event is decided before the policy and both control tables are read to their end
+    control = ControlSync(address, settings, control_snapshot_path(settings))
+    caught_up_s = control.start()
     reader.wait_caught_up()
-    logger.info("worker starting with policy v%d", holder.current.version)
-    app = build_app(settings, address, holder)
+    logger.info("worker starting with policy v%d, %d erased ids and merges (control caught up in %.1fs from "
+                "offsets %s)", holder.current.version, len(control.tables), caught_up_s, control.loaded_offsets)
+    app = build_app(settings, address, holder, control=control.tables)
     signal.signal(signal.SIGTERM, lambda *_: app.stop())
     try:
         app.run()
     finally:
         reader.stop()
+        control.stop()
+
+
+def control_snapshot_path(settings: StreamingSettings) -> Path:
+    """Where a worker keeps its control tables between restarts (beside its Quix state)."""
+    return settings.layout.state_dir / f"{settings.consumer_group}.control.snapshot"
 
 
 def main() -> None:

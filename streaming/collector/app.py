@@ -35,6 +35,8 @@ from streaming.collector.config import CollectorSettings, WriteKey
 from streaming.collector.lifecycle import SinkLifecycle
 from streaming.collector.openapi import openapi_document
 from streaming.collector.ratelimit import TokenBucket
+from streaming.collector.regulations_api import PREFIX as REGULATIONS
+from streaming.collector.regulations_api import RegulationsApi
 from streaming.collector.responses import CORS, OK_BODY, OK_HEADERS, respond, respond_error, respond_json
 from streaming.collector.sink import BrokerUnavailable, KafkaSink
 from streaming.contract import MAX_EVENT_BYTES, InvalidEvent, from_segment, parse_raw
@@ -114,6 +116,7 @@ class Collector:
             self._basic[f"Basic {token}".encode()] = wk
         self._buckets: dict[str, TokenBucket] = {}
         self.lifecycle = SinkLifecycle(settings, self.topic, sink)
+        self.regulations = RegulationsApi(settings)
         self._openapi = orjson.dumps(openapi_document())
 
     # -- ASGI ------------------------------------------------------------------------------------------------
@@ -142,8 +145,10 @@ class Collector:
 
     async def startup(self) -> None:
         await self.lifecycle.startup()
+        self.regulations.startup()
 
     async def shutdown(self) -> None:
+        self.regulations.shutdown()
         await self.lifecycle.shutdown()
 
     @property
@@ -167,6 +172,9 @@ class Collector:
                     return
                 raise Reject(405, "method_not_allowed", f"{method} is not allowed on {path}: use POST",
                              headers=[(b"allow", b"POST, OPTIONS")])
+            if path.startswith(REGULATIONS):
+                await self.regulations.handle(scope, receive, send, Reject, _read_body)
+                return
             if method not in ("GET", "HEAD") and path in ("/healthz", "/readyz", "/openapi.json"):
                 raise Reject(405, "method_not_allowed", f"{method} is not allowed on {path}: use GET",
                              headers=[(b"allow", b"GET, HEAD")])

@@ -48,6 +48,8 @@ class CollectorSettings(StreamingSettings):
     model_config = SettingsConfigDict(env_prefix="FIRSTMILE_", frozen=True, extra="ignore", hide_input_in_errors=True)
 
     write_keys: str = Field(default="", description="key:source_id[:rate_per_s], comma separated.")
+    server_keys: str = Field(default="", description="FIRSTMILE_SERVER_KEYS: keys for /v1/regulations (erasure), "
+                                                     "comma separated; never give one to a browser.")
     rate_limit_per_s: float = Field(default=1000.0, ge=0,
                                     description="Token-bucket refill, events/s per write key. 0 disables.")
     rate_limit_burst_s: float = Field(default=2.0, gt=0,
@@ -66,6 +68,10 @@ class CollectorSettings(StreamingSettings):
     def _keys_parse(cls, value: str) -> str:
         parse_write_keys(value)
         return value
+
+    @property
+    def server_key_set(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in self.server_keys.split(",") if k.strip())
 
     @property
     def keys(self) -> dict[str, WriteKey]:

@@ -195,6 +195,60 @@ def _collect(summary: str, schema: str, description: str) -> dict[str, Any]:
     }}
 
 
+_SERVER_KEY: list[dict[str, list[str]]] = [{"serverKey": []}]
+_REGULATION_ERRORS: dict[str, Any] = {
+    "401": _response("Missing or unknown server key (a write key cannot file a regulation)."),
+    "503": _response("The broker did not acknowledge, or control.regulations is not readable yet: retry.",
+                     headers=_RETRY_AFTER),
+}
+
+
+def _regulation_paths() -> dict[str, Any]:
+    create = {
+        "type": "object", "required": ["regulationType", "subjectType", "subjectIds"],
+        "properties": {
+            "regulationType": {"type": "string", "enum": ["SUPPRESS", "SUPPRESS_WITH_DELETE"]},
+            "subjectType": {"type": "string", "enum": ["USER_ID", "ANONYMOUS_ID"]},
+            "subjectIds": {"type": "array", "minItems": 1, "maxItems": 5000,
+                           "items": {"type": "string", "minLength": 1}},
+        },
+    }
+    created = {"type": "object", "required": ["data"], "properties": {"data": {
+        "type": "object", "required": ["regulateId"], "properties": {"regulateId": {"type": "string"}}}}}
+    state = {"type": "object", "required": ["state", "at"], "properties": {
+        "state": {"type": "string", "enum": ["received", "suppressed_at_edge", "lake_rewritten", "warehouse_rebuilt",
+                                             "ml_artefacts_checked", "done", "failed"]},
+        "at": {"type": "string", "format": "date-time"}, "detail": {"type": "object", "nullable": True}}}
+    regulation = {"type": "object", "required": ["data"], "properties": {"data": {
+        "type": "object", "required": ["regulation"], "properties": {"regulation": {
+            "type": "object", "required": ["id", "overallStatus", "states"],
+            "properties": {"id": {"type": "string"}, "regulationType": {"type": "string"},
+                           "subjectType": {"type": "string"}, "subjectIds": {"type": "array",
+                                                                             "items": {"type": "string"}},
+                           "createdAt": {"type": "string"}, "overallStatus": {"type": "string"},
+                           "states": {"type": "array", "items": state}}}}}}}
+    return {
+        "/v1/regulations": {"post": {
+            "summary": "File an erasure request (Segment Regulations API shape)", "operationId": "createRegulation",
+            "security": _SERVER_KEY,
+            "description": "The subject ids are on control.erasure when this answers: every worker drops the "
+                           "subject's next event. SUPPRESS_WITH_DELETE also deletes the subject's data in the "
+                           "loop (lake, warehouse, ML artefacts). The same request again answers the same id.",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": create}}},
+            "responses": {"200": {"description": "Accepted and suppressed at the edge.",
+                                  "content": {"application/json": {"schema": created}}},
+                          "400": _response("Malformed JSON or a field breaking the shape (`field` names it)."),
+                          "413": _response("Body over 1 MiB."), **_REGULATION_ERRORS}}},
+        "/v1/regulations/{regulateId}": {"get": {
+            "summary": "A regulation's states, each with its time", "operationId": "getRegulation",
+            "security": _SERVER_KEY,
+            "parameters": [{"name": "regulateId", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "The request and its states.",
+                                  "content": {"application/json": {"schema": regulation}}},
+                          "404": _response("No such request."), **_REGULATION_ERRORS}}},
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     single = "One event; the body may carry `writeKey` instead of HTTP Basic. Body limit 32 KB."
     batch = ("Up to 512 KB of events (32 KB each). Accepted all or none: 200 only once every event is "
@@ -210,7 +264,9 @@ def openapi_document() -> dict[str, Any]:
         },
         "components": {
             "securitySchemes": {"writeKey": {"type": "http", "scheme": "basic",
-                                             "description": "User name: the write key; password: empty."}},
+                                             "description": "User name: the write key; password: empty."},
+                                "serverKey": {"type": "http", "scheme": "basic",
+                                              "description": "User name: a server key (FIRSTMILE_SERVER_KEYS)."}},
             "schemas": _schemas(),
         },
         "paths": {
@@ -224,6 +280,7 @@ def openapi_document() -> dict[str, Any]:
             "/v1/batch": _collect("batch", "Batch", batch),
             "/v1/import": _collect("import", "Batch", batch + " Historical import: old timestamps are kept and "
                                                               "flow through the same path (late data downstream)."),
+            **_regulation_paths(),
             "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz", "security": [],
                                  "responses": {"200": {"description": "The process serves requests.",
                                                        "content": {"application/json": {"schema": _ref("Status")}}}}}},

@@ -227,10 +227,10 @@ def test_bad_policies_are_rejected_and_failing_rules_contained(tmp_path: Path) -
     assert set(error_reasons) == {"OverflowError"}, error_reasons
 
 
-class _BrokenSet(frozenset):
-    """A defect in the decision code, simulated: membership tests raise (stage 1 asks ``profile in erased_ids``)."""
+class _BrokenRules(tuple):  # type: ignore[type-arg]
+    """A defect in the decision code, simulated: iterating the bot rules raises (stage 1 does, on every event)."""
 
-    def __contains__(self, item: object) -> bool:
+    def __iter__(self):  # type: ignore[no-untyped-def]
         raise RuntimeError("simulated defect in stage 1")
 
 
@@ -246,7 +246,7 @@ def defect_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert platform.settings is not None
     # One version per phase: stage 2 decides an event under the version stage 1 stamped on it (PolicyHolder.version)
     policies = {
-        "stage1_defect": dataclasses.replace(compile_policy(policy(2)), erased_ids=_BrokenSet()),
+        "stage1_defect": dataclasses.replace(compile_policy(policy(2)), bot_rules=_BrokenRules()),
         "stage2_defect": dataclasses.replace(compile_policy(policy(3)),
                                              region_defaults=None),  # type: ignore[arg-type]  # effective() raises
         "fixed": compile_policy(policy(4)),

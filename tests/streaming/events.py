@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from streaming.contract import Event, from_segment, parse_raw
+from streaming.control_tables import ERASURE, IDENTITY, ControlTables, erasure_value, merge_value
 from streaming.policy import CompiledPolicy, bootstrap_policy, compile_policy, seal
 
 CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -52,3 +53,13 @@ def logistic(features: list[str], *, coef: float = 0.4, **extra: Any) -> dict[st
     n = len(features)
     return {"kind": "logistic", "features": features, "transform": ["none"] * n, "mean": [0.0] * n,
             "scale": [1.0] * n, "coef": [coef] * n, "intercept": 0.0, **extra}
+
+
+def control(*, erased: list[str] | tuple[str, ...] = (), merges: dict[str, str] | None = None,
+            consent: dict[str, dict[str, list[Any]]] | None = None) -> ControlTables:
+    """Control tables as the worker holds them after reading these ``control.erasure``/``control.identity``
+    records (merges in order; ``consent``: a merged profile's decisions, purpose → [granted, at_ms])."""
+    tables = ControlTables()
+    tables.load_many(ERASURE, [(i, erasure_value(request_id="test", at=None, source="test")) for i in erased])
+    tables.load_many(IDENTITY, [(k, merge_value(v, consent=(consent or {}).get(k))) for k, v in (merges or {}).items()])
+    return tables

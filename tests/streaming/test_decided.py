@@ -27,6 +27,7 @@ from streaming.outputs import FACT_COLUMNS, HANDOFF_FACTS, PROFILE
 from streaming.pipeline import DictState, Origin, Output, decide_device, decide_profile
 from streaming.policy import CompiledPolicy, bootstrap_policy, compile_policy, seal
 from streaming.sessions import FEATURES
+from tests.streaming.events import control
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = b"contract-secret-0123"
@@ -66,9 +67,12 @@ def _edge_policy() -> CompiledPolicy:
                {"id": "route.known", "kind": "route", "mode": "shadow", "when": {"var": "identified"}}],
         models={"propensity": _model(["cart_value", "product_views"]),
                 "bot": {**_model(["events_per_minute", "session_event_count"]), "threshold": 0.5, "mode": "shadow"}},
-        identity_merges={"anon-merged": "u-canonical"},
-        erased_ids=["u-gone"],
     )
+
+
+#: The control tables the edge traffic is decided under: a merge and an erasure.
+EDGE_CONTROL = control(merges={"anon-merged": "u-canonical"}, erased=["u-gone"],
+                       consent={"anon-merged": {"marketing": [False, 1]}})
 
 
 def _model(features: list[str]) -> dict[str, Any]:
@@ -134,14 +138,15 @@ def decide_all(inputs: Iterator[tuple[str, bytes]], policy: CompiledPolicy, *,
     handed: list[Output] = []
     final: list[Output] = []
     for offset, (key, raw) in enumerate(inputs):
-        out = decide_device(raw, devices[key], policy, secret=SECRET, origin=Origin(0, offset), key=key)
+        out = decide_device(raw, devices[key], policy, secret=SECRET, origin=Origin(0, offset), key=key,
+                            control=EDGE_CONTROL)
         if out.topic != PROFILE:
             final.append(out)
             continue
         handed.append(Output(out.topic, out.key, dict(out.value)))
         record = orjson.loads(orjson.dumps(out.value)) if offset % 2 else out.value
         routing_policy = stage_two if stage_two is not None and offset % 3 == 0 else policy
-        final += decide_profile(record, profiles[out.key or ""], routing_policy)
+        final += decide_profile(record, profiles[out.key or ""], routing_policy, EDGE_CONTROL)
     return handed, final
 
 

@@ -96,5 +96,5 @@ def test_an_event_nobody_may_receive_leaves_only_its_ledger_and_the_session_inpu
 
 def test_a_suppression_routed_by_another_version_names_it_and_keeps_the_errors():
     errors = [{"rule": "routing.dest.sales", "error": "OverflowError: x"}]
-    (out,) = deliveries(_record(), Routing([], {}), {}, errors, policy(erased_ids=[]))  # version 2
+    (out,) = deliveries(_record(), Routing([], {}), {}, errors, policy(segments=[]))  # version 2
     assert out.value["ledger"]["routed_by_policy_version"] == 2 and out.value["ledger"]["errors"] == errors

@@ -7,9 +7,12 @@ import orjson
 import pytest
 
 from streaming import settings as topics
+from streaming.consent import ConsentState
 from streaming.contract import from_segment
-from streaming.pipeline import DictState, Origin, decide_device, decide_profile
+from streaming.control_tables import merge_value
+from streaming.pipeline import NO_CONTROL, DictState, Origin, decide_device, decide_profile
 from streaming.policy import bootstrap_policy, compile_policy, seal
+from tests.streaming.events import control
 
 SECRET = b"test-secret-123"
 CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -40,8 +43,9 @@ def wire(i, *, anon="dev-1", user=None, ip=US_IP, ua=CHROME, type_="track", even
 class Hot:
     """Both stages with their keyed state, as the worker runs them (one state per device and per profile)."""
 
-    def __init__(self, policy):
+    def __init__(self, policy, control=NO_CONTROL):
         self.policy = policy
+        self.control = control
         self.devices: dict[str, DictState] = {}
         self.profiles: dict[str, DictState] = {}
         self.offset = 0
@@ -49,10 +53,10 @@ class Hot:
     def send(self, raw, key="dev-1"):
         self.offset += 1
         out = decide_device(raw, self.devices.setdefault(key, DictState()), self.policy, secret=SECRET,
-                            origin=Origin(0, self.offset), key=key)
+                            origin=Origin(0, self.offset), key=key, control=self.control)
         if out.topic != "profile":
             return [out]
-        return decide_profile(out.value, self.profiles.setdefault(out.key, DictState()), self.policy)
+        return decide_profile(out.value, self.profiles.setdefault(out.key, DictState()), self.policy, self.control)
 
 
 @pytest.mark.parametrize(("raw", "reason"), [
@@ -180,12 +184,12 @@ def test_a_client_retry_is_suppressed_and_not_folded_into_the_session(policy):
     assert third[0].value["ledger"]["payload_hash"] != first[0].value["ledger"]["payload_hash"]
 
 
-def test_erased_people_are_suppressed_at_the_first_mile_without_identifiers():
-    policy = _policy_with(erased_ids=["u-gone"])
-    hot = Hot(policy)
+def test_erased_people_are_suppressed_at_the_first_mile_without_identifiers(policy):
+    hot = Hot(policy, control(erased=["u-gone"]))
     out = hot.send(wire(0, anon="d-x", user="u-gone", traits={"email": "gone@example.com"}), key="d-x")
     assert [o.topic for o in out] == [topics.SUPPRESSED]
     assert out[0].value["ledger"]["reason"] == "erased"
+    assert out[0].value["ledger"]["control"] == {"identity": 0, "erasure": 1}  # decided under erasure record 0
     value = out[0].value
     assert value["anonymous_id"] is value["user_id"] is value["device_id"] is None
     assert "u-gone" not in orjson.dumps(value).decode() and "gone@example.com" not in orjson.dumps(value).decode()
@@ -194,20 +198,59 @@ def test_erased_people_are_suppressed_at_the_first_mile_without_identifiers():
     assert [o.topic for o in later] == [topics.SUPPRESSED]
 
 
-def test_warehouse_merges_in_the_policy_move_a_device_to_the_canonical_profile():
-    policy = _policy_with(identity_merges={"anon-a": "u-1", "u-old": "anon-a"})
-    out = Hot(policy).send(wire(0, anon="anon-a"), key="anon-a")
+def test_an_erasure_applies_to_the_next_event_of_every_device_linked_to_the_subject(policy):
+    tables = control()
+    hot = Hot(policy, tables)
+    hot.send(wire(0, anon="d-1", user="u-9"), key="d-1")
+    hot.send(wire(1, anon="d-2", user="u-9"), key="d-2")
+    assert hot.send(wire(2, anon="d-2"), key="d-2")[0].topic == topics.DEST_WAREHOUSE
+    tables.apply("erasure", "u-9", b"{}", 0)  # what a worker's ControlReader does with a control.erasure record
+    for i, device in enumerate(("d-1", "d-2")):  # anonymous events: erased through the device's link
+        out = hot.send(wire(3 + i, anon=device), key=device)
+        assert [o.topic for o in out] == [topics.SUPPRESSED] and out[0].value["ledger"]["reason"] == "erased"
+
+
+def test_warehouse_merges_move_a_device_to_the_surviving_profile_through_chains(policy):
+    tables = control(merges={"anon-a": "u-1", "u-old": "anon-a"})
+    out = Hot(policy, tables).send(wire(0, anon="anon-a"), key="anon-a")
     assert out[0].value["profile_id"] == "u-1"
     assert out[0].value["ledger"]["identity"]["merged_from"] == "anon-a"
-    chained = Hot(policy).send(wire(0, anon="x", user="u-old"), key="x")
+    assert out[0].value["ledger"]["control"] == {"identity": 2, "erasure": 0}
+    chained = Hot(policy, tables).send(wire(0, anon="x", user="u-old"), key="x")
     assert chained[0].value["profile_id"] == "u-1"
+    assert tables.survivor("u-1") == "u-1"  # the survivor's id never moves
 
 
-def test_merge_cycles_are_rejected_naming_the_field():
-    from streaming.errors import PolicyError
+def test_a_merge_that_closes_a_cycle_is_rejected_and_the_rest_still_applies():
+    tables = control(merges={"a": "b", "b": "c", "c": "a", "d": "c"})
+    assert tables.rejected == [("identity", "c")]
+    assert [tables.survivor(x) for x in "abcd"] == ["c", "c", "c", "c"]
+    assert tables.offsets.identity == 4  # a rejected record is still read past (and logged)
 
-    with pytest.raises(PolicyError, match="identity_merges: cycle"):
-        _policy_with(identity_merges={"a": "b", "b": "a"})
+
+def test_consent_never_widens_on_a_merge(policy):
+    """The survivor granted marketing on an EU device; the merged profile had denied it later: after the merge,
+    the survivor's next event (and the merged device's) is not delivered to marketing. A tie: the denial wins."""
+    grant = {"analytics": True, "marketing": True, "sales": True, "personalization": True}
+    later_ms = int((T0 + timedelta(hours=1)).timestamp() * 1000)
+    tables = control()
+    hot = Hot(policy, tables)
+    hot.send(wire(0, anon="d-b", user="u-b", ip=DE_IP, type_="consent", consent=grant), key="d-b")
+    before = hot.send(wire(1, anon="d-b", ip=DE_IP), key="d-b")
+    assert topics.DEST_MARKETING in [o.topic for o in before]
+    tables.load_many("identity", [("u-a", merge_value("u-b", consent={"marketing": [False, later_ms],
+                                                                        "sales": [True, later_ms]}))])
+    after = hot.send(wire(2, anon="d-b", ip=DE_IP), key="d-b")
+    assert topics.DEST_MARKETING not in [o.topic for o in after]
+    assert topics.DEST_WAREHOUSE in [o.topic for o in after]
+    assert after[0].value["ledger"]["consent_merged_from"] == ["u-a"]
+    assert after[0].value["consent"]["marketing"] is False
+    merged_device = hot.send(wire(3, anon="d-a", user="u-a", ip=DE_IP), key="d-a")
+    assert merged_device[0].value["profile_id"] == "u-b" and merged_device[0].value["consent"]["marketing"] is False
+    # a tie between a grant and a denial: the denial wins
+    consent_state = ConsentState(purposes={"sales": [True, 5, "event"]})
+    assert consent_state.fold({"sales": (False, 5)}, source="merge") == ["sales"]
+    assert consent_state.fold({"sales": (True, 5)}, source="merge") == []
 
 
 def test_an_email_or_phone_used_as_user_id_never_leaves_in_clear(policy):

@@ -9,6 +9,7 @@ import dataclasses
 import pytest
 
 from streaming import settings as topics
+from streaming.control_tables import ControlTables
 from streaming.pipeline import PROFILE, DictState, Origin, decide_device, decide_profile
 from tests.streaming.events import DE_IP, policy, raw
 
@@ -52,14 +53,18 @@ def test_no_segment_for_an_event_nobody_receives():
     assert [o.topic for o in outs[0]] == [topics.SUPPRESSED]
 
 
+class _BrokenMerges(ControlTables):
+    def survivor(self, profile_id: str) -> str:
+        raise TypeError("a defect in the merge lookup")
+
+
 def test_a_stage_that_raises_leaves_its_state_as_it_was():
     pol = policy()
     device, profile = DictState(), DictState()
     _both([raw(0, type_="consent", consent=GRANT)], pol, device, profile)
     device_before, profile_before = copy.deepcopy(device.data), copy.deepcopy(profile.data)
-    broken_stage_1 = dataclasses.replace(pol, identity_merges=None)  # raises after admission and identity wrote
-    with pytest.raises(TypeError):
-        decide_device(raw(1), device, broken_stage_1, secret=SECRET, origin=Origin(0, 1), key="dev-1")
+    with pytest.raises(TypeError):  # raises after admission and identity wrote
+        decide_device(raw(1), device, pol, secret=SECRET, origin=Origin(0, 1), key="dev-1", control=_BrokenMerges())
     assert device.data == device_before
     out = decide_device(raw(1, type_="consent", consent={"sales": False}), device, pol, secret=SECRET,
                         origin=Origin(0, 1), key="dev-1")

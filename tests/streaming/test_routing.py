@@ -15,7 +15,7 @@ FACTS: dict[str, Any] = {"event_name": "Product Viewed", "cart_value": 0.0, "rev
 
 
 def test_a_destination_gets_the_event_when_its_purposes_are_granted_and_its_condition_holds():
-    routing = route(policy(), "p", FACTS, ALL, [])
+    routing = route(policy(), FACTS, ALL, [])
     assert routing.chosen == [topics.DEST_WAREHOUSE, topics.DEST_MARKETING]
     assert routing.reasons == {topics.DEST_WAREHOUSE: SENT, topics.DEST_MARKETING: SENT,
                                topics.DEST_SALES: CONDITION_FALSE}
@@ -24,7 +24,7 @@ def test_a_destination_gets_the_event_when_its_purposes_are_granted_and_its_cond
 
 def test_a_missing_purpose_withholds_the_destination_and_names_every_missing_purpose():
     pol = policy(routing={"dest.sales": {"purposes": ["sales", "marketing"], "when": True}})
-    routing = route(pol, "p", FACTS, {**ALL, "sales": False, "marketing": False}, [])
+    routing = route(pol, FACTS, {**ALL, "sales": False, "marketing": False}, [])
     assert routing.chosen == [] and routing.reasons == {"dest.sales": "consent_missing:sales,marketing"}
 
 
@@ -32,15 +32,14 @@ def test_a_condition_that_raises_withholds_the_destination():
     pol = policy(routing={"dest.sales": {"purposes": ["sales"],
                                          "when": {">": [{"*": [{"var": "revenue"}, 10 ** 400]}, 1]}}})
     errors: list[dict[str, str]] = []
-    routing = route(pol, "p", {**FACTS, "revenue": 900.0}, ALL, errors)
+    routing = route(pol, {**FACTS, "revenue": 900.0}, ALL, errors)
     assert routing.chosen == [] and routing.reasons == {"dest.sales": CONDITION_ERROR}
     assert [e["rule"] for e in errors] == ["routing.dest.sales"]
 
 
 def test_an_erased_profile_goes_nowhere_and_no_rule_is_evaluated():
-    pol = policy(erased_ids=["p-gone"],
-                 rules=[{"id": "route.x", "kind": "route", "mode": "enforce", "when": True}])
-    routing = route(pol, "p-gone", FACTS, ALL, [])
+    pol = policy(rules=[{"id": "route.x", "kind": "route", "mode": "enforce", "when": True}])
+    routing = route(pol, FACTS, ALL, [], erased=True)
     assert routing.chosen == [] and set(routing.reasons.values()) == {ERASED_PROFILE}
     assert routing.route_rules_fired is None and routing.shadow_rules_fired is None
 
@@ -49,7 +48,7 @@ def test_route_rules_are_recorded_by_mode():
     pol = policy(rules=[{"id": "route.on", "kind": "route", "mode": "enforce", "when": True},
                         {"id": "route.trial", "kind": "route", "mode": "shadow", "when": True},
                         {"id": "route.off", "kind": "route", "mode": "enforce", "when": False}])
-    routing = route(pol, "p", FACTS, ALL, [])
+    routing = route(pol, FACTS, ALL, [])
     assert (routing.route_rules_fired, routing.shadow_rules_fired) == (["route.on"], ["route.trial"])
 
 
