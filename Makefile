@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-unit lint up bench-collector bench-hotpath bench-warehouse bench-student reliability clean
+.PHONY: install demo test test-unit lint up bench-collector bench-hotpath bench-warehouse bench-student bench-control reliability clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ bench-warehouse: $(STAMP)
 
 bench-student: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_student.py --data-dir $${FIRSTMILE_DATA_DIR:-data}
+
+bench-control: $(STAMP)
+	$(BIN)/python tests/benchmarks/bench_control.py $(BENCH_ARGS)
 
 test-browser: $(STAMP)
 	$(BIN)/python -m pytest -q -m browser tests/orchestration/test_uis.py

@@ -204,15 +204,33 @@ class ControlSync:
         self.save()
 
 
+_PRODUCERS: dict[str, Producer] = {}
+_PRODUCERS_LOCK = threading.Lock()
+
+
+def _producer(broker_address: str) -> Producer:
+    """One idempotent producer per broker and process, kept open: a new one holds its first message ~0.5-1 s on
+    Tansu (its idempotent producer id arrives on a retry timer; make bench-control measured it), which would make
+    every erasure request that slow."""
+    with _PRODUCERS_LOCK:
+        producer = _PRODUCERS.get(broker_address)
+        if producer is None:
+            producer = _PRODUCERS[broker_address] = Producer({
+                "bootstrap.servers": broker_address, "enable.idempotence": True, "acks": "all", "linger.ms": 2,
+                "queue.buffering.max.messages": 200_000})
+        return producer
+
+
 def publish_records(broker_address: str, topic: str, records: Iterable[tuple[str, bytes | None]], *,
                     timeout: float = 60.0) -> int:
     """Produce ``(key, value)`` records (a value of None is a tombstone) to a control topic and wait for every
     acknowledgement. Returns how many were published; raises :class:`BrokerError` if any was not."""
-    producer = Producer({"bootstrap.servers": broker_address, "enable.idempotence": True, "acks": "all",
-                         "linger.ms": 5, "queue.buffering.max.messages": 200_000})
+    producer = _producer(broker_address)
     errors: list[str] = []
+    pending = [0]
 
     def on_delivery(err: Any, _msg: Any) -> None:
+        pending[0] -= 1
         if err is not None:
             errors.append(str(err))
 
@@ -225,7 +243,12 @@ def publish_records(broker_address: str, topic: str, records: Iterable[tuple[str
             except BufferError:
                 producer.poll(0.05)
         count += 1
-    remaining = producer.flush(timeout)
-    if remaining or errors:
-        raise BrokerError(f"publishing {count} records to {topic} failed: {errors[:3] or f'{remaining} unacked'}")
+        pending[0] += 1
+    deadline = time.monotonic() + timeout
+    while pending[0] > 0 and time.monotonic() < deadline:
+        producer.flush(min(1.0, max(0.0, deadline - time.monotonic())))
+    if pending[0] > 0 or errors:
+        with _PRODUCERS_LOCK:
+            _PRODUCERS.pop(broker_address, None)  # a broken producer is not reused
+        raise BrokerError(f"publishing {count} records to {topic} failed: {errors[:3] or f'{pending[0]} unacked'}")
     return count

@@ -152,7 +152,10 @@ class ControlTables:
             raise ControlError(f"control.identity {key!r}: field 'consent' must be an object")
         previous = self._edges.get(key)
         self._edges[key] = into
-        self._consent[key] = {p: (bool(v[0]), int(v[1])) for p, v in consent.items()}
+        if consent:
+            self._consent[key] = {p: (bool(v[0]), int(v[1])) for p, v in consent.items()}
+        else:
+            self._consent.pop(key, None)  # most merges carry none: no dict per merge
         if previous is not None and previous != into:
             self._rebuild()  # re-pointing a merged profile: rare, recompute every chain
             return
@@ -206,7 +209,7 @@ class ControlTables:
             return tables
         tables._erased = set(snap.erased)
         tables._edges = dict(snap.merges)
-        tables._consent = {k: {p: (bool(g), int(t)) for p, (g, t) in v.items()} for k, v in snap.consent.items()}
+        tables._consent = snap.consent  # decoded as the declared tuple[bool, int] already
         tables._rebuild()
         tables.offsets = snap.offsets
         return tables
