@@ -74,7 +74,8 @@ def _up(args: argparse.Namespace) -> int:
     orchestration = _orchestration_settings(args)
     streaming = load_collector_settings(data_dir=orchestration.data_dir)
     options = PlatformOptions(data_dir=orchestration.data_dir, host=args.host, workers=args.workers,
-                              collector_port=args.collector_port, dagster_port=args.dagster_port,
+                              collector_port=args.collector_port, serving_port=args.serving_port,
+                              dagster_port=args.dagster_port,
                               mlflow_port=args.mlflow_port, dagster=not args.no_dagster, mlflow=not args.no_mlflow)
     return run_platform(options, streaming=streaming, orchestration=orchestration,
                         echo=lambda line: print(line, flush=True))
@@ -127,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--workers", type=int, default=1, help="hot-path workers (<= FIRSTMILE_PARTITIONS)")
     up.add_argument("--collector-port", type=int, default=8080, help="0: a free port")
+    up.add_argument("--serving-port", type=int, default=8090, help="the live profile API; 0: a free port")
     up.add_argument("--dagster-port", type=int, default=3000, help="0: a free port")
     up.add_argument("--mlflow-port", type=int, default=5000, help="0: a free port")
     up.add_argument("--no-dagster", action="store_true", help="do not start the Dagster webserver and daemon")

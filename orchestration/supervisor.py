@@ -50,6 +50,7 @@ class PlatformOptions:
     host: str = "127.0.0.1"
     workers: int = 1
     collector_port: int = 8080
+    serving_port: int = 8090
     dagster_port: int = 3000
     mlflow_port: int = 5000
     dagster: bool = True
@@ -76,6 +77,7 @@ class Platform:
     options: PlatformOptions
     broker_address: str = ""
     write_key: str = ""
+    server_key: str = ""
     embedded: EmbeddedBroker | None = None
     children: list[Child] = field(default_factory=list)
     _stopped: bool = False
@@ -246,9 +248,10 @@ def start_platform(options: PlatformOptions, *, streaming: CollectorSettings, or
             echo(f"published bootstrap policy v{published} to {streaming.topic('control.policy')}")
 
         keys, platform.write_key = dev_write_key(streaming.write_keys)
+        platform.server_key = streaming.server_keys.split(",")[0].strip() or "srv-dev-" + secrets.token_hex(8)
         env = {**base_env, "KAFKA_BROKER_ADDRESS": platform.broker_address, "FIRSTMILE_DATA_DIR": str(data_dir),
-               "FIRSTMILE_WRITE_KEYS": keys, "DAGSTER_HOME": str(layout.dagster_home),
-               "PYTHONUNBUFFERED": "1"}
+               "FIRSTMILE_WRITE_KEYS": keys, "FIRSTMILE_SERVER_KEYS": streaming.server_keys or platform.server_key,
+               "DAGSTER_HOME": str(layout.dagster_home), "PYTHONUNBUFFERED": "1"}
         py = sys.executable
         bin_dir = Path(py).parent
 
@@ -261,6 +264,11 @@ def start_platform(options: PlatformOptions, *, streaming: CollectorSettings, or
         for i in range(options.workers):
             platform.children.append(_spawn(f"worker-{i + 1}", [py, "-m", "streaming.worker"], env, logs))
         platform.children.append(_spawn("lake-sink", [py, "-m", "streaming.lake_sink"], env, logs))
+        serving_port = _port(options.serving_port)
+        serving = _spawn("serving", [py, "-m", "streaming.serving"],
+                         {**env, "FIRSTMILE_SERVING_HOST": options.host, "FIRSTMILE_SERVING_PORT": str(serving_port)},
+                         logs, url=f"http://{options.host}:{serving_port}")
+        platform.children.append(serving)
 
         dagster = mlflow = None
         if options.dagster:
@@ -283,6 +291,8 @@ def start_platform(options: PlatformOptions, *, streaming: CollectorSettings, or
 
         wait_until(lambda: http_ok(f"{collector.url}/healthz"), what="collector", timeout=options.ready_timeout_s,
                    watch=collector)
+        wait_until(lambda: http_ok(f"{serving.url}/readyz"), what="serving", timeout=options.ready_timeout_s,
+                   watch=serving)
         if mlflow is not None:
             wait_until(lambda: http_ok(f"{mlflow.url}/health"), what="MLflow", timeout=options.ready_timeout_s,
                        watch=mlflow)
@@ -301,8 +311,8 @@ def start_platform(options: PlatformOptions, *, streaming: CollectorSettings, or
 def format_addresses(platform: Platform) -> str:
     addresses = platform.addresses()
     lines = ["firstmile is up:"]
-    labels = {"broker": "Kafka broker", "collector": "collector (Segment HTTP API)", "dagster": "Dagster UI",
-              "mlflow": "MLflow UI"}
+    labels = {"broker": "Kafka broker", "collector": "collector (Segment HTTP API)",
+              "serving": "serving (live profile API)", "dagster": "Dagster UI", "mlflow": "MLflow UI"}
     for name, label in labels.items():
         if name in addresses:
             lines.append(f"  {label:<30} {addresses[name]}")
@@ -310,10 +320,13 @@ def format_addresses(platform: Platform) -> str:
     lines.append(f"  {'hot-path workers':<30} {len(workers)} (+ lake sink → {platform.options.data_dir.resolve()}"
                  "/lake)")
     lines.append(f"  {'dev write key':<30} {platform.write_key}")
+    lines.append(f"  {'server key (profiles, erasure)':<30} {platform.server_key}")
     if "collector" in addresses:
         lines.append(f"  try: curl -u {platform.write_key}: -H 'content-type: application/json' "
                      f"-d '{{\"type\":\"track\",\"event\":\"Hello\",\"anonymousId\":\"a1\",\"messageId\":\"m1\"}}' "
                      f"{addresses['collector']}/v1/track")
+    if "serving" in addresses:
+        lines.append(f"  then: curl -u {platform.server_key}: '{addresses['serving']}/v1/profiles?anonymousId=a1'")
     lines.append("Ctrl-C stops everything.")
     return "\n".join(lines)
 

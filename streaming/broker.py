@@ -118,6 +118,11 @@ def topic_specs(settings: StreamingSettings) -> dict[str, dict[str, str | int]]:
         topics.QUARANTINE: {"partitions": n, **base},
         topics.SUPPRESSED: {"partitions": n, **base},
         topics.DECISIONS: {"partitions": n, **base, "cleanup.policy": "compact"},
+        # the live state the serving process holds: compacted, kept until a newer view (or a tombstone) replaces it
+        topics.PROFILES: {"partitions": n, **base, "cleanup.policy": "compact", "retention.ms": "-1",
+                          "retention.bytes": "-1"},
+        topics.PROFILE_DEVICES: {"partitions": n, **base, "cleanup.policy": "compact", "retention.ms": "-1",
+                                 "retention.bytes": "-1"},
         topics.CONTROL_POLICY: {"partitions": 1, **base, "cleanup.policy": "compact", "retention.ms": "-1"},
         # one partition each: an offset then names exactly the table a decision was made under (the ledger's
         # ``control``); compacted by identifier, kept forever (an erasure must outlive any retention)

@@ -289,6 +289,54 @@ class ProfileDecision(_Contract, kw_only=True):
     decided_at: datetime
 
 
+class LastEvent(_Contract, kw_only=True):
+    """The event a profile view was published for: what it was, where it went, and why (its ledger)."""
+
+    event_id: str
+    type: EventType
+    event_name: str | None
+    event_ts: datetime
+    session_id: str | None
+    device_id: str | None
+    destinations: list[str]
+    ledger: Ledger
+
+
+class ProfileScores(_Contract, kw_only=True):
+    propensity: float | None
+    bot: float | None
+
+
+class ProfileView(_Contract, kw_only=True):
+    """The live profile on the compacted ``profiles`` topic, keyed by profile (``streaming.profile_view``); the
+    serving process answers from it. A tombstone (no value) for an erased profile."""
+
+    profile_id: str
+    user_id: str | None
+    #: the devices the profile has seen (newest last, at most ``MAX_DEVICES``)
+    devices: list[str]
+    #: per purpose, granted now (explicit decisions, else the region's default)
+    consent: dict[str, bool]
+    segment: str | None
+    action: str | None
+    scores: ProfileScores
+    #: the session-so-far features of the last event's session
+    features: dict[str, float]
+    last_event: LastEvent
+    last_event_at: datetime
+    policy_version: int
+    #: ``events.raw`` partition → the last input offset this view reflects (read-your-writes tokens compare to it)
+    offsets: dict[str, int]
+    decided_at: datetime
+
+
+class DeviceProfile(_Contract, kw_only=True):
+    """Which profile a device belongs to now, on the compacted ``profiles.devices`` topic keyed by device."""
+
+    profile_id: str
+    at: datetime
+
+
 class ConsentDecisions(_FrozenContract, kw_only=True, frozen=True):
     """Purposes an event decided (a ``consent`` event's map and/or a TCF string), when the collector received it."""
 

@@ -56,7 +56,8 @@ HANDOFF_FACTS: tuple[str, ...] = tuple(f.name for f in fact_catalog.CATALOG
 class Output:
     topic: str
     key: str | None
-    value: dict[str, Any]
+    #: None only on a compacted topic: a tombstone
+    value: dict[str, Any] | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,8 @@ Two stages, because state must live on the partition that owns its key (ARCHITEC
   identity, enrichment, session features, scores and bot rules. Invalid events leave here for ``events.dlq``, bots
   for ``events.quarantine``; everything else continues keyed by profile.
 * :func:`decide_profile` runs keyed by profile after a repartition: consent (so a revocation on one device cuts off
-  the very next event of every stitched device), routing, personalization decisions and the ledger.
+  the very next event of every stitched device), routing, personalization decisions, the ledger, and the profile's
+  live view for serving (:mod:`streaming.profile_view`).
 
 Each step is a function of its own module (named for the decision it makes); the two functions below are the table
 of contents. Every output is an :class:`Output` (topic name, key, value) whose value is the record
@@ -42,6 +43,7 @@ from streaming.outputs import (
     suppression,
 )
 from streaming.policy import CompiledPolicy
+from streaming.profile_view import profile_outputs
 from streaming.routing import Routing, route, segment_for
 from streaming.sessions import SessionState, update_session
 
@@ -149,12 +151,14 @@ def _decide_profile(record: dict[str, Any], state: State, policy: CompiledPolicy
     ledger["consent_changed"] = changed
     if merged_in:
         ledger["consent_merged_from"] = merged_in
-    routing = route(policy, facts, granted, errors, erased=control.is_erased(record["profile_id"]))
+    erased = control.is_erased(record["profile_id"])
+    routing = route(policy, facts, granted, errors, erased=erased)
     _stamp_routing(record, routing, granted)
     outputs = _personalize(record, state, policy, facts, granted, routing, errors)
     if not errors:
         del ledger["errors"]
-    return outputs + deliveries(record, routing, granted, errors, policy)
+    view = profile_outputs(record, state, policy, granted, erased=erased)
+    return outputs + deliveries(record, routing, granted, errors, policy) + view
 
 
 def _facts(record: dict[str, Any], handoff: Handoff) -> dict[str, Any]:

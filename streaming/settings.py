@@ -20,6 +20,9 @@ DLQ = "events.dlq"
 QUARANTINE = "events.quarantine"
 SUPPRESSED = "events.suppressed"
 DECISIONS = "decisions"
+#: The live profile view (key: profile) and the device → profile index (key: device), compacted, for serving.
+PROFILES = "profiles"
+PROFILE_DEVICES = "profiles.devices"
 CONTROL_POLICY = "control.policy"
 #: What the warehouse (and the regulations API) learn about people, keyed by identifier, compacted, broadcast to
 #: every worker (streaming/control_tables.py): profile merges, erased identifiers, erasure requests and their state.

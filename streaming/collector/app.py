@@ -37,7 +37,7 @@ from streaming.collector.openapi import openapi_document
 from streaming.collector.ratelimit import TokenBucket
 from streaming.collector.regulations_api import PREFIX as REGULATIONS
 from streaming.collector.regulations_api import RegulationsApi
-from streaming.collector.responses import CORS, OK_BODY, OK_HEADERS, respond, respond_error, respond_json
+from streaming.collector.responses import CORS, ok_body, ok_headers, respond, respond_error, respond_json
 from streaming.collector.sink import BrokerUnavailable, KafkaSink
 from streaming.contract import MAX_EVENT_BYTES, InvalidEvent, from_segment, parse_raw
 from streaming.settings import RAW
@@ -163,9 +163,9 @@ class Collector:
             kind = SINGLE_ROUTES.get(path)
             if kind is not None or path in BATCH_ROUTES:
                 if method == "POST":
-                    await self._collect(scope, receive, kind)
-                    await send({"type": "http.response.start", "status": 200, "headers": OK_HEADERS})
-                    await send({"type": "http.response.body", "body": OK_BODY})
+                    body = ok_body(await self._collect(scope, receive, kind))
+                    await send({"type": "http.response.start", "status": 200, "headers": ok_headers(body)})
+                    await send({"type": "http.response.body", "body": body})
                     return
                 if method == "OPTIONS":
                     await respond(send, 204, b"", [(b"content-length", b"0"), *CORS])
@@ -202,7 +202,8 @@ class Collector:
         except _ClientGone:
             return
 
-    async def _collect(self, scope: Scope, receive: Receive, kind: str | None) -> None:
+    async def _collect(self, scope: Scope, receive: Receive, kind: str | None) -> str:
+        """Accept the request's events; returns their write token (read-your-writes, ``streaming.serving``)."""
         limit = MAX_BATCH_BYTES if kind is None else MAX_SINGLE_BYTES
         authorization = None
         encoding = None
@@ -251,7 +252,7 @@ class Collector:
         sink = self.sink
         if sink is None:
             raise BrokerUnavailable("collector is starting")
-        await sink.send(messages)
+        return await sink.send(messages)
 
     def _validate(self, events: list[Any], doc: dict[str, Any], kind: str | None, source_id: str,
                   received_at: datetime) -> list[tuple[bytes, bytes]]:

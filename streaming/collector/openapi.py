@@ -142,7 +142,12 @@ def _schemas() -> dict[str, Any]:
             },
         },
         "Success": {"type": "object", "required": ["success"],
-                    "properties": {"success": {"type": "boolean", "enum": [True]}}},
+                    "properties": {"success": {"type": "boolean", "enum": [True]},
+                                   "token": {"type": "string", "pattern": r"^\d+\.\d+(,\d+\.\d+)*$",
+                                             "description": "What was written (`<partition>.<offset>` per "
+                                                            "events.raw partition): pass it as `after` to the "
+                                                            "serving API to read the profile once it reflects "
+                                                            "these events."}}},
         "Error": {
             "type": "object", "required": ["success", "code", "message"],
             "properties": {

@@ -22,6 +22,16 @@ OK_BODY = b'{"success":true}'
 OK_HEADERS = [JSON_HEADER, (b"content-length", str(len(OK_BODY)).encode()), CORS[0]]
 
 
+def ok_body(token: str) -> bytes:
+    """``{"success": true, "token": "<partition>.<offset>,..."}``: the token names what was written, for a
+    read-your-writes profile read (``GET /v1/profiles/...?after=<token>`` on the serving process)."""
+    return b'{"success":true,"token":"' + token.encode() + b'"}' if token else OK_BODY
+
+
+def ok_headers(body: bytes) -> list[tuple[bytes, bytes]]:
+    return OK_HEADERS if body is OK_BODY else [JSON_HEADER, (b"content-length", str(len(body)).encode()), CORS[0]]
+
+
 async def respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

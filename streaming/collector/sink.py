@@ -36,32 +36,39 @@ class BrokerUnavailable(FirstmileError):
     """The broker did not acknowledge in time, refused, or is known to be down: answer 503."""
 
 
-def _resolve(future: asyncio.Future[None], error: Any) -> None:
+def _resolve(future: asyncio.Future[str], error: Any, token: str = "") -> None:
     if future.done():
         return
     if error is None:
-        future.set_result(None)
+        future.set_result(token)
     else:
         future.set_exception(BrokerUnavailable(str(error)))
 
 
-def _resolve_many(done: list[tuple[asyncio.Future[None], Any]]) -> None:
-    for future, error in done:
-        _resolve(future, error)
+def _resolve_many(done: list[tuple[asyncio.Future[str], Any, str]]) -> None:
+    for future, error, token in done:
+        _resolve(future, error, token)
+
+
+def write_token(offsets: dict[int, int]) -> str:
+    """What a request wrote, for read-your-writes (``streaming.serving``): ``<partition>.<offset>`` of the last
+    event per ``events.raw`` partition, comma separated."""
+    return ",".join(f"{p}.{o}" for p, o in sorted(offsets.items()))
 
 
 class _Delivery:
     """Counts one request's acknowledgements down (only the poll thread calls it)."""
 
-    __slots__ = ("future", "remaining", "error", "sink")
+    __slots__ = ("future", "remaining", "error", "sink", "offsets")
 
-    def __init__(self, sink: KafkaSink, future: asyncio.Future[None], count: int) -> None:
+    def __init__(self, sink: KafkaSink, future: asyncio.Future[str], count: int) -> None:
         self.sink = sink
         self.future = future
         self.remaining = count
         self.error: Any = None
+        self.offsets: dict[int, int] = {}
 
-    def __call__(self, err: Any, _msg: Any) -> None:
+    def __call__(self, err: Any, msg: Any) -> None:
         if err is not None:
             first = self.error is None
             if first:
@@ -69,11 +76,14 @@ class _Delivery:
             self.sink.on_failure(err)
             self.remaining -= 1
             if first:  # answer 503 at the first failure, not after the last acknowledgement
-                self.sink.done.append((self.future, err))
+                self.sink.done.append((self.future, err, ""))
             return
         self.remaining -= 1
+        partition, offset = msg.partition(), msg.offset()
+        if offset > self.offsets.get(partition, -1):
+            self.offsets[partition] = offset
         if self.remaining == 0 and self.error is None:
-            self.sink.done.append((self.future, None))
+            self.sink.done.append((self.future, None, write_token(self.offsets)))
 
 
 class KafkaSink:
@@ -111,7 +121,7 @@ class KafkaSink:
         #: the broker was lost (down or timing out): start a fresh producer once it answers again
         self.stale = False
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.done: list[tuple[asyncio.Future[None], Any]] = []
+        self.done: list[tuple[asyncio.Future[str], Any, str]] = []
         self._running = True
         self._thread = threading.Thread(target=self._poll_loop, name="collector-kafka-poll", daemon=True)
         self._thread.start()
@@ -148,7 +158,7 @@ class KafkaSink:
                 logger.exception("producer poll failed")
             if self.done:
                 done, self.done = self.done, []
-                if any(error is None for _, error in done):
+                if any(error is None for _, error, _ in done):
                     self.last_ack = time.monotonic()
                 loop = self.loop
                 if loop is not None:
@@ -160,14 +170,15 @@ class KafkaSink:
     def ready(self) -> bool:
         return self.probe_ok and not self.all_down and not self.stale and self.fatal is None
 
-    def produce(self, messages: list[tuple[bytes, bytes]]) -> asyncio.Future[None]:
-        """Produce ``(key, value)`` pairs; the returned future resolves when all are acknowledged."""
+    def produce(self, messages: list[tuple[bytes, bytes]]) -> asyncio.Future[str]:
+        """Produce ``(key, value)`` pairs; the returned future resolves when all are acknowledged, to their
+        :func:`write_token`."""
         if self.all_down or self.fatal is not None:
             raise BrokerUnavailable("broker unavailable")
         loop = self.loop
         if loop is None:
             loop = self.loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        future: asyncio.Future[str] = loop.create_future()
         delivery = _Delivery(self, future, len(messages))
         produce = self.producer.produce
         topic = self.topic
@@ -180,13 +191,14 @@ class KafkaSink:
             raise BrokerUnavailable(str(exc)) from exc
         return future
 
-    async def send(self, messages: list[tuple[bytes, bytes]]) -> None:
+    async def send(self, messages: list[tuple[bytes, bytes]]) -> str:
+        """Produce and wait for every acknowledgement; returns the :func:`write_token`."""
         future = self.produce(messages)
         loop = future.get_loop()
         # A backstop only: librdkafka's message.timeout.ms fails the delivery first.
         timer = loop.call_later(self.ack_timeout_ms / 1000 + 1.0, _resolve, future, "acknowledgement timed out")
         try:
-            await future
+            return await future
         finally:
             timer.cancel()
 

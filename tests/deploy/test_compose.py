@@ -239,9 +239,11 @@ def test_streaming_services_use_the_settings_names_of_streaming_settings(compose
     settings class, or one of the variables dbt reads (which the platform image's dbt parse needs too)."""
     from orchestration.settings import OrchestrationSettings
     from streaming.collector.config import CollectorSettings
+    from streaming.serving.config import ServingSettings
     from tests.deploy.test_env_example import env_names
 
-    known = set(env_names(CollectorSettings).values()) | set(env_names(OrchestrationSettings).values())
+    known = set(env_names(CollectorSettings).values()) | set(env_names(OrchestrationSettings).values()) \
+        | set(env_names(ServingSettings).values())
     dbt_inputs = set(OrchestrationSettings(data_dir=Path("/data"), lake_uri="").dbt_env())
     unknown = set()
     for name, service in _firstmile_services(compose).items():

@@ -19,7 +19,8 @@ from tests.orchestration.processes import alive, platform_tree
 
 pytestmark = pytest.mark.integration
 
-ADDRESS = re.compile(r"^\s+(Kafka broker|collector \(Segment HTTP API\)|Dagster UI|MLflow UI|dev write key)\s+(\S+)")
+ADDRESS = re.compile(r"^\s+(Kafka broker|collector \(Segment HTTP API\)|serving \(live profile API\)|Dagster UI|"
+                     r"MLflow UI|dev write key|server key \(profiles, erasure\))\s+(\S+)")
 
 
 def _read_until_up(proc: subprocess.Popen[str], timeout: float) -> tuple[dict[str, str], list[str]]:
@@ -53,18 +54,20 @@ def _get(url: str, *, data: bytes | None = None, headers: dict[str, str] | None 
 
 
 def test_up_starts_every_component_and_ctrl_c_stops_every_process(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BROKER_ADDRESS", "FIRSTMILE_WRITE_KEYS")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("KAFKA_BROKER_ADDRESS", "FIRSTMILE_WRITE_KEYS", "FIRSTMILE_SERVER_KEYS")}
     env["FIRSTMILE_WRITE_KEYS"] = "test-key-123:web"
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "--data-dir", str(tmp_path / "data"), "up",
-                             "--workers", "2", "--collector-port", "0", "--dagster-port", "0", "--mlflow-port", "0"],
+                             "--workers", "2", "--collector-port", "0", "--serving-port", "0", "--dagster-port", "0",
+                             "--mlflow-port", "0"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     tree: set[int] = set()
     try:
         addresses, output = _read_until_up(proc, timeout=180)
         startup_s = time.monotonic() - started
-        assert set(addresses) == {"Kafka broker", "collector (Segment HTTP API)", "Dagster UI", "MLflow UI",
-                                  "dev write key"}
+        assert set(addresses) == {"Kafka broker", "collector (Segment HTTP API)", "serving (live profile API)",
+                                  "Dagster UI", "MLflow UI", "dev write key", "server key (profiles, erasure)"}
         assert addresses["dev write key"] == "test-key-123"
         collector, dagster, mlflow = (addresses["collector (Segment HTTP API)"], addresses["Dagster UI"],
                                       addresses["MLflow UI"])
@@ -77,7 +80,17 @@ def test_up_starts_every_component_and_ctrl_c_stops_every_process(tmp_path: Path
             "type": "track", "event": "Product Viewed", "anonymousId": "anon-up-1", "messageId": "m-up-1",
             "timestamp": "2026-11-23T10:00:00Z", "context": {"ip": "8.8.8.8"}}).encode(),
             headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json"})
-        assert (status, json.loads(body)) == (200, {"success": True})
+        assert status == 200 and json.loads(body)["success"] is True
+        # the website reads the visitor's live profile once it reflects that event (read-your-writes)
+        token = json.loads(body)["token"]
+        server = base64.b64encode(f"{addresses['server key (profiles, erasure)']}:".encode()).decode()
+        profile_url = f"{addresses['serving (live profile API)']}/v1/profiles?anonymousId=anon-up-1&after={token}"
+        deadline = time.monotonic() + 60
+        while True:  # the workers join their group first (a few seconds on Tansu)
+            status, body = _get(profile_url + "&wait_ms=5000", headers={"Authorization": f"Basic {server}"})
+            if (status == 200 and not json.loads(body)["stale"]) or time.monotonic() > deadline:
+                break
+        assert status == 200 and json.loads(body)["features"]["session_event_count"] == 1, body
 
         query = json.dumps({"query": "{ version assetNodes { assetKey { path } } }"}).encode()
         status, body = _get(f"{dagster}/graphql", data=query, headers={"Content-Type": "application/json"})

@@ -42,6 +42,8 @@ STRUCT_OF_TOPIC: dict[str, type[msgspec.Struct]] = {
     topics.SUPPRESSED: decided.Suppressed,
     topics.DLQ: decided.DeadLetter,
     topics.DECISIONS: decided.ProfileDecision,
+    topics.PROFILES: decided.ProfileView,
+    topics.PROFILE_DEVICES: decided.DeviceProfile,
 }
 
 

@@ -12,6 +12,7 @@ PACKAGES = ("streaming", "warehouse", "ml", "orchestration")
 INTERNAL = {
     "streaming.collector.app.Reject": "a request answered with its 4xx inside the ASGI app",
     "streaming.collector.app._ClientGone": "the client hung up; the app stops sending",
+    "streaming.serving.api.Answer": "a profile read answered with its 4xx inside the ASGI app",
 }
 
 
