@@ -88,6 +88,32 @@ def _worker(_: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from streaming.delivery.config import DestinationConfigError, load_destinations
+    from streaming.delivery.replay import replay
+    from streaming.settings import load_settings
+
+    settings = load_settings()
+    if settings.embedded:
+        print("KAFKA_BROKER_ADDRESS is not set: replay sends to the running platform's broker", file=sys.stderr)
+        return 2
+    try:
+        destination = load_destinations(settings.destinations_file).get(args.destination)
+        start = datetime.fromisoformat(args.start) if args.start else None
+        end = datetime.fromisoformat(args.end) if args.end else None
+    except (DestinationConfigError, ValueError) as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 2
+    statuses = {s.strip() for s in args.status.split(",")} if args.status else None
+    count = replay(settings.kafka_broker_address, settings, destination, start=start, end=end, statuses=statuses,
+                   routed=args.routed)
+    source = "routed events" if args.routed else "dead letters"
+    print(f"replayed {count} {source} to {destination.id} (through {destination.retry_topic(settings.topic_prefix)})")
+    return 0
+
+
 def _rollback(args: argparse.Namespace) -> int:
     from ml import registry
     from streaming.control import publish_policy
@@ -144,6 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     mui.set_defaults(func=_mlflow_ui)
     sub.add_parser("worker", help="run a hot-path worker (KAFKA_BROKER_ADDRESS)").set_defaults(func=_worker)
     sub.add_parser("rollback", help="re-point champion to previous and republish").set_defaults(func=_rollback)
+    rp = sub.add_parser("replay", help="send a destination's dead letters (or routed events) again")
+    rp.add_argument("--destination", required=True, help="the destination's id in the destinations file")
+    rp.add_argument("--from", dest="start", help="ISO time: only records written from then")
+    rp.add_argument("--to", dest="end", help="ISO time: only records written before then")
+    rp.add_argument("--status", help="only dead letters with these HTTP statuses or reasons (comma separated)")
+    rp.add_argument("--routed", action="store_true", help="replay the routed topic's records, not dead letters")
+    rp.set_defaults(func=_replay)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return int(args.func(args))

@@ -78,6 +78,7 @@ class Platform:
     broker_address: str = ""
     write_key: str = ""
     server_key: str = ""
+    delivery: str = ""
     embedded: EmbeddedBroker | None = None
     children: list[Child] = field(default_factory=list)
     _stopped: bool = False
@@ -264,6 +265,19 @@ def start_platform(options: PlatformOptions, *, streaming: CollectorSettings, or
         for i in range(options.workers):
             platform.children.append(_spawn(f"worker-{i + 1}", [py, "-m", "streaming.worker"], env, logs))
         platform.children.append(_spawn("lake-sink", [py, "-m", "streaming.lake_sink"], env, logs))
+        destinations = streaming.destinations_file
+        if destinations.exists():
+            from streaming.delivery.app import create_delivery_topics
+            from streaming.delivery.config import load_destinations
+
+            declared = load_destinations(destinations)  # a config error names the field before anything runs
+            create_delivery_topics(platform.broker_address, streaming, declared)
+            platform.children.append(_spawn("delivery", [py, "-m", "streaming.delivery"],
+                                            {**env, "FIRSTMILE_DESTINATIONS_FILE": str(destinations.resolve())},
+                                            logs))
+            platform.delivery = f"{len(declared.destinations)} destinations from {destinations}"
+        else:
+            platform.delivery = f"not started: no destinations file ({destinations}; FIRSTMILE_DESTINATIONS_FILE)"
         serving_port = _port(options.serving_port)
         serving = _spawn("serving", [py, "-m", "streaming.serving"],
                          {**env, "FIRSTMILE_SERVING_HOST": options.host, "FIRSTMILE_SERVING_PORT": str(serving_port)},
@@ -319,6 +333,7 @@ def format_addresses(platform: Platform) -> str:
     workers = [c.name for c in platform.children if c.name.startswith("worker-")]
     lines.append(f"  {'hot-path workers':<30} {len(workers)} (+ lake sink → {platform.options.data_dir.resolve()}"
                  "/lake)")
+    lines.append(f"  {'delivery':<30} {platform.delivery}")
     lines.append(f"  {'dev write key':<30} {platform.write_key}")
     lines.append(f"  {'server key (profiles, erasure)':<30} {platform.server_key}")
     if "collector" in addresses:

@@ -135,6 +135,7 @@ def topic_specs(settings: StreamingSettings) -> dict[str, dict[str, str | int]]:
     }
     for dest in topics.DESTINATIONS:
         specs[dest] = {"partitions": n, **base}
+    specs[topics.DELIVERY_OUTCOMES] = {"partitions": n, **base}
     return {settings.topic(name): spec for name, spec in specs.items()}
 
 

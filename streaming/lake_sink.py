@@ -30,6 +30,7 @@ STREAM_OF_TOPIC = {
     topics.QUARANTINE: "quarantine",
     topics.SUPPRESSED: "suppressed",
     topics.DLQ: "dlq",
+    topics.DELIVERY_OUTCOMES: "delivery_outcomes",
 }
 
 

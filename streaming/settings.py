@@ -33,6 +33,8 @@ DEST_WAREHOUSE = "dest.warehouse"
 DEST_MARKETING = "dest.marketing"
 DEST_SALES = "dest.sales"
 DESTINATIONS = (DEST_WAREHOUSE, DEST_MARKETING, DEST_SALES)
+#: What the delivery tier did with each routed event, per destination (streaming/delivery/sink.py).
+DELIVERY_OUTCOMES = "delivery.outcomes"
 
 
 class StreamingSettings(BaseSettings):
@@ -59,6 +61,8 @@ class StreamingSettings(BaseSettings):
                             description="FIRSTMILE_PII_SECRET: key of the keyed hash applied to PII.")
     commit_interval: float = Field(default=1.0, gt=0)
     lake_flush_seconds: float = Field(default=2.0, gt=0)
+    destinations_file: Path = Field(default=Path("destinations.yml"),
+                                    description="FIRSTMILE_DESTINATIONS_FILE: where streaming.delivery delivers to.")
 
     @field_validator("topic_prefix")
     @classmethod

@@ -4,8 +4,9 @@ Layout: ``<lake>/<stream>/event_date=YYYY-MM-DD/<topic>+<partition>+<first offse
 
 * ``stream`` is one of :data:`STREAMS`: ``events`` (what ``dest.warehouse`` received), ``quarantine`` (bots),
   ``suppressed`` (ledger-only records of events no destination could receive: no payload), ``dlq`` (invalid
-  events with the reason and the original bytes) and ``deliveries`` (one metadata row per event and destination
-  topic, for accounting and the consent audit).
+  events with the reason and the original bytes), ``deliveries`` (one metadata row per event and destination
+  topic, for accounting and the consent audit) and ``delivery_outcomes`` (what the delivery tier did with each
+  routed event per destination: delivered, retrying, dead-lettered, withheld; for reconciliation).
 * ``event_date`` is the UTC date of the event time (skew-corrected device time), so late and backfilled events land
   in the partition of the day they happened, not the day they arrived.
 * File names come from the Kafka offsets they hold, so a batch re-delivered after a crash rewrites the same file
@@ -31,7 +32,7 @@ from typing import Any
 
 import polars as pl
 
-STREAMS: tuple[str, ...] = ("events", "quarantine", "suppressed", "dlq", "deliveries")
+STREAMS: tuple[str, ...] = ("events", "quarantine", "suppressed", "dlq", "deliveries", "delivery_outcomes")
 
 #: Where the lake sink read a record: on every stream.
 SINK_COLUMNS: dict[str, pl.DataType] = {
@@ -101,6 +102,22 @@ DLQ_SCHEMA: dict[str, pl.DataType] = {
     **SINK_COLUMNS,
 }
 
+#: One row per delivery outcome (``streaming/delivery/sink.py``): an event's attempts at one destination.
+OUTCOME_SCHEMA: dict[str, pl.DataType] = {
+    "event_id": pl.String(),
+    "destination": pl.String(),
+    "routed_topic": pl.String(),
+    "profile_id": pl.String(),
+    "event_ts": pl.Datetime("us", "UTC"),
+    "status": pl.String(),
+    "attempt": pl.Int64(),
+    "lane": pl.String(),
+    "http_status": pl.Int64(),
+    "reason": pl.String(),
+    "at": pl.Datetime("us", "UTC"),
+    **SINK_COLUMNS,
+}
+
 #: Decided columns that hold a nested value, stored as JSON text (keys sorted).
 JSON_COLUMNS: tuple[str, ...] = ("properties", "traits", "consent", "bot_reasons", "destinations", "ledger")
 
@@ -132,6 +149,13 @@ def _decided_row(record: Mapping[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _outcome_row(record: Mapping[str, Any]) -> dict[str, Any]:
+    row = {column: record.get(column) for column in OUTCOME_SCHEMA}
+    row["at"] = _parse_ts(row["at"]) or datetime.now(UTC)
+    row["event_ts"] = _parse_ts(row["event_ts"]) or row["at"]
+    return row
+
+
 def _dlq_row(record: Mapping[str, Any]) -> dict[str, Any]:
     row = {column: record.get(column) for column in DLQ_SCHEMA}
     original = row["original"]
@@ -157,6 +181,8 @@ def write_batch(lake: Path | str, stream: str, records: Iterable[Mapping[str, An
         raise ValueError(f"unknown lake stream {stream!r}; expected one of {STREAMS}")
     if stream == "dlq":
         build, schema = _dlq_row, DLQ_SCHEMA
+    elif stream == "delivery_outcomes":
+        build, schema = _outcome_row, OUTCOME_SCHEMA
     elif stream == "deliveries":
         schema = {c: DECIDED_SCHEMA[c] for c in DELIVERY_COLUMNS}
 

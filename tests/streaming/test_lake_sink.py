@@ -95,8 +95,21 @@ def test_an_empty_flush_writes_nothing(tmp_path):
     assert files(tmp_path) == [] and sink.files_written == 0
 
 
+def test_delivery_outcomes_land_per_event_date_for_reconciliation(tmp_path):
+    outcome = {"event_id": "e1", "destination": "crm", "routed_topic": topics.DEST_SALES, "profile_id": "p1",
+               "event_ts": "2026-11-01T23:59:00Z", "status": "retrying", "attempt": 2, "lane": "retry",
+               "http_status": 503, "reason": None, "at": "2026-11-02T00:01:00Z"}
+    sink = LakeSink(tmp_path, "delivery_outcomes")
+    flush(sink, topics.DELIVERY_OUTCOMES, 0, [(7, outcome)])
+    (path,) = tmp_path.rglob("*.parquet")
+    assert path.parent.name == "event_date=2026-11-01"  # the routed event's day, not the attempt's
+    row = pl.read_parquet(path).row(0, named=True)
+    assert (row["destination"], row["status"], row["attempt"], row["http_status"]) == ("crm", "retrying", 2, 503)
+
+
 @pytest.mark.parametrize(("topic", "stream"), [(topics.DEST_WAREHOUSE, "events"), (topics.QUARANTINE, "quarantine"),
-                                                (topics.SUPPRESSED, "suppressed"), (topics.DLQ, "dlq")])
+                                                (topics.SUPPRESSED, "suppressed"), (topics.DLQ, "dlq"),
+                                                (topics.DELIVERY_OUTCOMES, "delivery_outcomes")])
 def test_each_topic_lands_in_its_stream(topic, stream):
     assert STREAM_OF_TOPIC[topic] == stream and stream in lake.STREAMS
     assert topics.DEST_MARKETING not in STREAM_OF_TOPIC  # a delivery target, not the record

@@ -1,0 +1,128 @@
+"""Delivery applications: one Quix Streams application per destination and lane, each its own consumer group, so a
+destination's backlog never holds another's offsets (nor its retries its fresh events).
+
+``python -m streaming.delivery --destination ID --lane fresh|retry`` runs one; ``python -m streaming.delivery``
+runs every destination of the destinations file (both lanes, one process each) and stops when one of them exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from quixstreams import Application
+
+from streaming import settings as topics
+from streaming.broker import fast_group_consumer_config
+from streaming.control import ControlReader
+from streaming.control_tables import ERASURE, ControlTables
+from streaming.delivery.config import Destination, DestinationsFile
+from streaming.delivery.senders import Sender, make_sender
+from streaming.delivery.sink import OUTCOMES, DestinationSink, Lane
+from streaming.errors import BrokerError
+from streaming.settings import StreamingSettings
+
+logger = logging.getLogger(__name__)
+
+
+def delivery_topic_specs(settings: StreamingSettings, destinations: DestinationsFile) -> dict[str, dict[str, Any]]:
+    """Retry and dead-letter topics per destination, and the outcomes topic (explicit configs, as Tansu needs)."""
+    base = {"retention.ms": str(settings.retention_ms), "retention.bytes": str(settings.retention_bytes)}
+    n = settings.partitions
+    specs: dict[str, dict[str, Any]] = {}  # delivery.outcomes is a platform topic (streaming.broker)
+    for d in destinations.destinations:
+        specs[d.retry_topic(settings.topic_prefix)] = {"partitions": n, **base}
+        # a dead letter waits for a fix and a replay: kept as long as the routed events are
+        specs[d.dlq_topic(settings.topic_prefix)] = {"partitions": n, **base}
+    return specs
+
+
+def create_delivery_topics(address: str, settings: StreamingSettings, destinations: DestinationsFile) -> list[str]:
+    admin = AdminClient({"bootstrap.servers": address})
+    existing = set(admin.list_topics(timeout=30).topics)
+    new = [NewTopic(name, num_partitions=int(spec["partitions"]), replication_factor=settings.replication_factor,
+                    config={k: str(v) for k, v in spec.items() if k != "partitions"})
+           for name, spec in delivery_topic_specs(settings, destinations).items() if name not in existing]
+    for name, future in (admin.create_topics(new, request_timeout=30).items() if new else []):
+        try:
+            future.result(timeout=30)
+        except Exception as exc:  # noqa: BLE001 - the admin API wraps the broker's error
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise BrokerError(f"could not create topic {name}: {exc}") from exc
+    return [t.topic for t in new]
+
+
+def build_delivery_app(settings: StreamingSettings, address: str, destination: Destination, lane: Lane, *,
+                       sender: Sender | None = None, control: ControlTables | None = None,
+                       state_dir: Path | None = None) -> tuple[Application, DestinationSink]:
+    """The lane's application (not started) and its sink."""
+    prefix = settings.topic_prefix
+    batching = destination.batching
+    app = Application(
+        broker_address=address,
+        consumer_group=f"{prefix}firstmile-delivery-{destination.id}" + ("-retry" if lane == "retry" else ""),
+        auto_offset_reset="earliest",
+        commit_interval=batching.max_wait_ms / 1000,
+        commit_every=batching.max_events,
+        consumer_extra_config={**fast_group_consumer_config(), "fetch.wait.max.ms": 20},
+        state_dir=str(state_dir or settings.layout.state_dir / f"delivery-{destination.id}-{lane}"),
+        loglevel="WARNING",
+        processing_guarantee="at-least-once",
+    )
+    source = settings.topic(destination.topic) if lane == "fresh" else destination.retry_topic(prefix)
+    topic = app.topic(source, key_deserializer="bytes", value_deserializer="json")
+    producer = Producer({"bootstrap.servers": address, "enable.idempotence": True, "acks": "all",
+                         "linger.ms": 5})
+    sink = DestinationSink(destination, lane, sender or make_sender(destination), producer,
+                           retry_topic=destination.retry_topic(prefix), dlq_topic=destination.dlq_topic(prefix),
+                           outcomes_topic=settings.topic(OUTCOMES), control=control)
+    app.dataframe(topic).sink(sink)
+    return app, sink
+
+
+def run_lane(settings: StreamingSettings, address: str, destination: Destination, lane: Lane) -> None:
+    """Run one lane until SIGTERM/SIGINT, with the erasures every worker holds (withheld at delivery)."""
+    control = ControlTables()
+    reader = ControlReader(address, settings.topic(topics.CONTROL_ERASURE), control, ERASURE)
+    reader.start()
+    reader.wait_caught_up(120)
+    app, sink = build_delivery_app(settings, address, destination, lane, control=control)
+    signal.signal(signal.SIGTERM, lambda *_: app.stop())
+    logger.info("delivering %s (%s) from %s, lane %s", destination.id, destination.type, destination.topic, lane)
+    try:
+        app.run()
+    finally:
+        reader.stop()
+        sink.sender.close()
+        logger.info("destination %s lane %s stopped: %s", destination.id, lane, sink.counts)
+
+
+def run_all(destinations: DestinationsFile, env: dict[str, str]) -> int:
+    """One process per destination and lane; returns when one exits (a supervisor restarts the whole service)."""
+    children = [subprocess.Popen([sys.executable, "-m", "streaming.delivery", "--destination", d.id, "--lane", lane],
+                                 env=env)
+                for d in destinations.destinations for lane in ("fresh", "retry")]
+    stopping = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while all(c.poll() is None for c in children):
+        time.sleep(0.5)
+    stop()
+    for child in children:
+        child.wait(timeout=30)
+    return 0 if stopping else 1
