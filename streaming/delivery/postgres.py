@@ -79,7 +79,7 @@ def probe_worthy(exc: BaseException) -> bool:
 
 def describe(exc: BaseException) -> str:
     code = getattr(exc, "pgcode", None)
-    message = (getattr(exc, "pgerror", None) or str(exc)).strip()
+    message = (getattr(exc, "pgerror", None) or str(exc)).strip().removeprefix("ERROR:").strip()
     if code:
         message = f"{code} {(errorcodes.lookup(code) or '').lower()}: {message}"
     diag = getattr(exc, "diag", None)

@@ -82,7 +82,7 @@ class Breaker:
 
     def failure(self) -> None:
         self.failures += 1
-        if self.failures == self.threshold or (self.failures > self.threshold):
+        if self.failures >= self.threshold:
             if self.failures > self.threshold:
                 self.pause = min(MAX_PAUSE_S, self.pause * 2)
             self.open_until = time.monotonic() + self.pause
@@ -108,11 +108,24 @@ class DestinationSink(BatchingSink):
 
     # ---- the batch --------------------------------------------------------------------------------------------
     def write(self, batch: SinkBatch) -> None:
-        entries = [self._entry(item.value) for item in batch]
-        if self.lane == "retry":
-            due = max(e["due_at"] for e in entries) - time.time()
-            if due > 0:
-                raise SinkBackpressureError(retry_after=min(due, MAX_PAUSE_S))
+        entries = []
+        for item in batch:
+            entry = self._entry(item.value)
+            if entry is None:  # not a JSON object: nothing to deliver, kept as a dead letter with why
+                self._dead_letter({"event": {"value": item.value}, "attempt": 0, "first_attempt_at": time.time()},
+                                  "not_an_object", SendResult("final", error="the record is not a JSON object"),
+                                  "dead_lettered")
+            else:
+                entries.append(entry)
+        if self.lane == "retry" and entries:
+            now = time.time()
+            due = [e for e in entries if e["due_at"] <= now]
+            if not due:
+                raise SinkBackpressureError(retry_after=min(min(e["due_at"] for e in entries) - now, MAX_PAUSE_S))
+            for entry in entries:  # not due yet: back on the retry topic as it was (no rewind of what is settled)
+                if entry["due_at"] > now:
+                    self._produce(self.retry_topic, entry["event"], entry)
+            entries = due
         wait = self.breaker.wait_s()
         if wait > 0 and self.lane == "fresh":
             raise SinkBackpressureError(retry_after=wait)  # paused: fresh events wait in Kafka
@@ -132,13 +145,7 @@ class DestinationSink(BatchingSink):
                 sendable.append(entry)
         for chunk in self._chunks(sendable):
             self.limiter.wait(len(chunk))
-            if self.breaker.is_open and self.breaker.wait_s() > 0:  # opened by an earlier chunk of this batch
-                result = SendResult("retry", error="circuit open")
-            else:
-                result = self.sender.send([e["event"] for e in chunk])
-                self.breaker.success() if result.outcome == "delivered" else self.breaker.failure()
-            for entry in chunk:
-                self._settle(entry, result)
+            self._send(chunk)
         self._flush()
 
     def _flush(self) -> None:
@@ -155,10 +162,30 @@ class DestinationSink(BatchingSink):
             return
         self._produce(self.retry_topic, entry["event"], {**entry, "due_at": due_at})
 
-    def _entry(self, value: Any) -> dict[str, Any]:
-        """A retry-topic record as is; a routed record wrapped as attempt 0."""
+    def _send(self, chunk: list[dict[str, Any]]) -> None:
+        """Send a chunk and settle each event; a final answer to several events is bisected, so one bad event
+        does not dead-letter the others (their halves are sent again: same idempotency keys per event)."""
+        if self.breaker.is_open and self.breaker.wait_s() > 0:  # opened by an earlier chunk of this batch
+            result = SendResult("retry", error="circuit open")
+        else:
+            result = self.sender.send([e["event"] for e in chunk])
+            # a final answer (a 4xx) still means the destination is up: only unavailability opens the breaker
+            self.breaker.failure() if result.outcome == "retry" else self.breaker.success()
+        if result.outcome == "final" and len(chunk) > 1:
+            half = len(chunk) // 2
+            self._send(chunk[:half])
+            self._send(chunk[half:])
+            return
+        for entry in chunk:
+            self._settle(entry, result)
+
+    def _entry(self, value: Any) -> dict[str, Any] | None:
+        """A retry-topic record as is; a routed record wrapped as attempt 0; None for a record that is not an
+        object."""
         if self.lane == "retry":
-            return dict(value)
+            return dict(value) if isinstance(value, dict) and isinstance(value.get("event"), dict) else None
+        if not isinstance(value, dict):
+            return None
         return {"event": value, "attempt": 0, "first_attempt_at": time.time(), "due_at": 0.0}
 
     def _erased(self, event: dict[str, Any]) -> bool:

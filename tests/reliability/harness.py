@@ -39,6 +39,7 @@ from streaming.settings import StreamingSettings
 from warehouse.lake import STREAMS, stream_glob
 
 REPO = Path(__file__).resolve().parents[2]
+SERVING_TOPICS = (topics.PROFILES, topics.PROFILE_DEVICES)
 SECRET = "reliability-secret-0123"
 OUTPUT_TOPICS = (*topics.DESTINATIONS, topics.QUARANTINE, topics.DLQ, topics.SUPPRESSED)
 DECIDED_STREAMS = ("events", "quarantine", "suppressed")
@@ -616,11 +617,14 @@ class Oracle:
             dkey = key.decode("utf-8", "replace") if key is not None else ""
             out = decide_device(value, self.devices[dkey], policy, secret=SECRET.encode(), origin=Origin(part, off),
                                 key=key)
+            assert out.value is not None  # stage 1 never writes a tombstone
             if out.topic != "profile":
                 self.decisions[(part, off)] = [(out.topic, out.value)]
                 continue
             outs = decide_profile(out.value, self.profiles[out.value["profile_id"]], policy)
-            self.decisions[(part, off)] = [(o.topic, o.value) for o in outs]
+            # the live profile views (serving) are not decisions about the event
+            self.decisions[(part, off)] = [(o.topic, o.value) for o in outs
+                                           if o.value is not None and o.topic not in SERVING_TOPICS]
         return self
 
     def state(self, name: str) -> dict[str, Any]:

@@ -229,7 +229,7 @@ def run(homes: list[str | None], steps: list[tuple[Any, ...]]) -> tuple[Counter[
         condition = routes.conditions(device, step_[3])
         out = decide_device(raw, devices[device], POLICY, secret=b"prop-secret", origin=Origin(0, i),
                             key=f"anon-{device}")
-        assert out.topic == "profile", (out.topic, out.value.get("reason"))
+        assert out.topic == "profile" and out.value is not None, (out.topic, out.value)
         outs = decide_profile(out.value, profiles.setdefault(out.key or "", DictState()), POLICY)
         assert outs, "every event has an outcome"
         counts["events"] += 1

@@ -27,7 +27,8 @@ class Received:
 @dataclass
 class Script:
     """Behaviours: an int status, ``("status", code, headers)``, ``"hang"`` (never answers in time),
-    ``"big"`` (a 10 MB answer with status 500), ``"loop"`` (a redirect to itself)."""
+    ``"big"`` (a 10 MB answer with status 500), ``"loop"`` (a redirect to itself), or a function of the request
+    returning one of those."""
 
     steps: list[Any]
     served: int = 0
@@ -58,9 +59,10 @@ def start(dest: Destination) -> tuple[ThreadingHTTPServer, str]:
 
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             body = self.rfile.read(int(self.headers.get("content-length") or 0))
-            dest.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body,
-                                          time.time()))
-            self._answer(dest.scripts.get(self.path, Script([200])).next())
+            got = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time())
+            dest.received.append(got)
+            step = dest.scripts.get(self.path, Script([200])).next()
+            self._answer(step(got) if callable(step) else step)
 
         def do_GET(self) -> None:  # noqa: N802
             self._answer(dest.scripts.get(self.path, Script([404])).next())

@@ -53,6 +53,8 @@ class Delivery:
         create_topics(self.address, self.settings)
         self.server.script("/flaky", 500, ("status", 429, {"Retry-After": "1"}), 200)
         self.server.script("/final", 400)
+        # rejects a batch holding an event marked bad: the sink bisects it down to that event
+        self.server.script("/picky", lambda got: 400 if b'"bad":true' in got.body else 200)
         refused = f"http://127.0.0.1:{free_port()}/nobody"
         fast = {"max_events": 10, "max_wait_ms": 200}
         doc = {"destinations": [
@@ -60,8 +62,12 @@ class Delivery:
              "batching": fast},
             {"id": "flaky", "type": "webhook", "topic": "dest.sales", "url": self.url + "/flaky", "batching": fast},
             {"id": "final", "type": "webhook", "topic": "dest.sales", "url": self.url + "/final", "batching": fast},
-            {"id": "gone", "type": "webhook", "topic": "dest.sales", "url": refused, "batching": fast,
+            # one batch holds all its events: the breaker's probes (2 s, 4 s, 8 s ...) are not what the test waits on
+            {"id": "gone", "type": "webhook", "topic": "dest.sales", "url": refused,
+             "batching": {"max_events": 100, "max_wait_ms": 500},
              "retry_window_s": 4, "breaker_failures": 2, "timeout_s": 1},
+            {"id": "picky", "type": "webhook", "topic": "dest.sales", "url": self.url + "/picky",
+             "batching": fast},
             {"id": "single", "type": "webhook", "topic": "dest.marketing", "url": self.url + "/single",
              "batching": {"max_events": 1, "max_wait_ms": 100}},
         ]}
@@ -136,7 +142,8 @@ def final_outcomes(outcomes: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
 def delivery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Delivery]:
     platform = Delivery(tmp_path_factory.mktemp("delivery"))
     try:
-        for destination, lane in [("ok", "fresh"), ("flaky", "fresh"), ("flaky", "retry"), ("final", "fresh"),
+        for destination, lane in [("ok", "fresh"), ("picky", "fresh"), ("flaky", "fresh"), ("flaky", "retry"),
+                                  ("final", "fresh"),
                                   ("final", "retry"), ("gone", "fresh"), ("gone", "retry")]:
             platform.start_lane(destination, lane)
         yield platform
@@ -187,20 +194,42 @@ def test_every_event_ends_in_exactly_one_final_outcome_per_destination(delivery:
     assert "circuit open" in delivery.log("gone", "fresh") + delivery.log("gone", "retry")
 
 
+def test_one_bad_event_or_a_poison_record_does_not_dead_letter_its_batch(delivery: Delivery) -> None:
+    batch = events(9, profile="q")
+    batch[4] = {**batch[4], "properties": {"bad": True}}
+    delivery.producer.produce(topics.DEST_SALES, key=b"q-0", value=b'"not an object"')
+    delivery.route(topics.DEST_SALES, batch)
+    ids = {e["event_id"] for e in batch}
+
+    def settled(outs: list[dict[str, Any]]) -> bool:
+        return ids <= set(final_outcomes(outs).get("picky", {}))
+
+    finals = final_outcomes(delivery.read(delivery.settings.topic(OUTCOMES), until=settled, timeout=120))["picky"]
+    assert {finals[i] for i in ids - {"q-e4"}} == {"delivered"} and finals["q-e4"] == "dead_lettered"
+    dlq = delivery.read("delivery.picky.dlq", timeout=30,
+                        until=lambda out: {d["reason"] for d in out} >= {"final_answer", "not_an_object"})
+    assert {d["reason"] for d in dlq} >= {"final_answer", "not_an_object"}
+    assert [d["event"]["event_id"] for d in dlq if d["reason"] == "final_answer"] == ["q-e4"]
+
+
 def test_dead_letters_are_replayed_once_the_destination_is_fixed(delivery: Delivery) -> None:
+    rejected = {d["event"]["event_id"] for d in delivery.read("delivery.final.dlq", timeout=10, until=lambda _: False)
+                if d["http_status"] == 400}
+    assert len(rejected) >= 20
     delivery.server.script("/final", 200)
     before = len(delivery.server.on("/final"))
     replay = subprocess.run([sys.executable, "-m", "orchestration.cli", "replay", "--destination", "final",
                              "--status", "400"], env=delivery.env, cwd=ROOT, capture_output=True, text=True,
                             timeout=120)
-    assert replay.returncode == 0 and "replayed 20 dead letters" in replay.stdout, replay.stdout + replay.stderr
+    assert replay.returncode == 0 and f"replayed {len(rejected)} dead letters" in replay.stdout, \
+        replay.stdout + replay.stderr
 
     def replayed(outs: list[dict[str, Any]]) -> bool:
-        return sum(o["destination"] == "final" and o["status"] == "delivered" for o in outs) >= 20
+        return rejected <= {o["event_id"] for o in outs if o["destination"] == "final" and o["status"] == "delivered"}
 
     outcomes = delivery.read(delivery.settings.topic(OUTCOMES), until=replayed, timeout=90)
     delivered = {o["event_id"] for o in outcomes if o["destination"] == "final" and o["status"] == "delivered"}
-    assert len(delivered) == 20 and not any(i.startswith("x-") for i in delivered)  # the erased stay withheld
+    assert delivered == rejected and not any(i.startswith("x-") for i in delivered)  # the erased stay withheld
     assert len(delivery.server.on("/final")) > before
     bad = subprocess.run([sys.executable, "-m", "orchestration.cli", "replay", "--destination", "nope"],
                          env=delivery.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
