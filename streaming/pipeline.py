@@ -45,7 +45,7 @@ from streaming.outputs import (
 from streaming.policy import CompiledPolicy
 from streaming.profile_view import profile_outputs
 from streaming.routing import Routing, route, segment_for
-from streaming.sessions import SessionState, update_session
+from streaming.sessions import SessionState, is_live, update_session
 
 logger = logging.getLogger(__name__)
 
@@ -112,11 +112,14 @@ def _session(event: Event, state: State, device_id: str) -> tuple[str, dict[str,
 
     Like every step, it writes new values to the state instead of changing what it read: an in-memory state
     (:class:`DictState`) hands out the stored objects, and a stage that raises must leave them as they were."""
-    session = SessionState.from_dict(state.get("session"))
+    live = is_live(event.timestamp, event.received_at)
+    # history (an import, a backfill) is a session of its own: it never feeds the live session's rate or rhythm
+    session = SessionState.from_dict(state.get("session")) if live else SessionState()
     session.categories = list(session.categories)  # update_session appends: never to the stored state's list
     session_id, features = update_session(session, device_id=device_id, ts=event.timestamp, type_=event.type,
                                           event_name=event.event, properties=event.properties)
-    state.set("session", session.to_dict())
+    if live:
+        state.set("session", session.to_dict())
     return session_id, features
 
 

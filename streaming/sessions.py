@@ -7,7 +7,10 @@ The definition (keep the SQL in step with it):
 * events of one device are taken in arrival order (``raw_partition``, ``raw_offset`` of ``events.raw``);
 * a new session starts when the event time is more than ``SESSION_GAP_S`` after the previous event's;
 * an interval is ``max(0, t - t_prev)`` in seconds (device clocks go backwards; intervals never do);
-* ``session_id`` is ``<device_id>:<epoch ms of the session's first event>``.
+* ``session_id`` is ``<device_id>:<epoch ms of the session's first event>``;
+* only live events make sessions: an event received more than ``LIVE_LAG_S`` after its event time (an import, a
+  backfill, a replay, a queue flushed after days offline) is a session of its own (count 1, no interval) and never
+  counts toward the live session's rate or regularity, so history imported at day granularity is not a flood.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from datetime import datetime
 from typing import Any
 
 SESSION_GAP_S = 30 * 60
+#: An event received more than this long after it happened is history, not live behaviour.
+LIVE_LAG_S = 10 * 60
 
 #: The features the hot path stamps on every event and the warehouse recomputes. Order is the model's order.
 FEATURES: tuple[str, ...] = (
@@ -71,9 +76,16 @@ def _num(value: Any) -> float:
     return float(value)
 
 
+def is_live(ts: datetime, received_at: datetime) -> bool:
+    """Whether an event is live behaviour (received within ``LIVE_LAG_S`` of when it happened)."""
+    # in whole milliseconds, as the warehouse compares them (epoch_ms)
+    return int(received_at.timestamp() * 1000) - int(ts.timestamp() * 1000) <= LIVE_LAG_S * 1000
+
+
 def update_session(state: SessionState, *, device_id: str, ts: datetime, type_: str, event_name: str | None,
                    properties: dict[str, Any]) -> tuple[str, dict[str, float]]:
-    """Fold one event into the device's session; return (session_id, features so far). Mutates ``state``."""
+    """Fold one live event into the device's session; return (session_id, features so far). Mutates ``state``.
+    (An event that is not live is folded into a fresh ``SessionState`` the caller does not keep.)"""
     now_ms = int(ts.timestamp() * 1000)
     if state.count == 0 or (now_ms - state.last_ms) / 1000.0 > SESSION_GAP_S:
         state.__init__()  # type: ignore[misc]

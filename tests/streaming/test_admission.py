@@ -3,7 +3,7 @@ state."""
 
 from __future__ import annotations
 
-from streaming.admission import FORGOTTEN_ON_ERASURE, RECENT_IDS, admit
+from streaming.admission import FORGOTTEN_ON_ERASURE, MAX_REMEMBERED, RETRY_WINDOW_S, admit
 from streaming.keyed_state import DictState
 from tests.streaming.events import event
 
@@ -13,15 +13,15 @@ NOBODY: frozenset[str] = frozenset()
 def test_a_new_event_is_admitted_and_remembered():
     state = DictState()
     assert admit(event(0), state, NOBODY) is None
-    assert len(state.data["recent_ids"]) == 1
+    assert remembered(state) == 1
 
 
 def test_a_client_retry_is_a_duplicate_even_when_the_collector_stamped_it_again():
     state = DictState()
     admit(event(0), state, NOBODY)
-    remembered = list(state.data["recent_ids"])
+    before = state.data["recent_ids"]
     assert admit(event(0, received_later_s=3), state, NOBODY) == "duplicate_event_id"
-    assert state.data["recent_ids"] == remembered  # a retry is not remembered twice
+    assert state.data["recent_ids"] == before  # a retry is not remembered twice
 
 
 def test_the_same_id_with_another_payload_is_an_id_reused():
@@ -30,13 +30,33 @@ def test_the_same_id_with_another_payload_is_an_id_reused():
     assert admit(event(0, properties={"category": "books"}), state, NOBODY) == "event_id_reused"
 
 
-def test_only_the_last_ids_are_remembered():
+def remembered(state: DictState) -> int:
+    """Events the device remembers (20 characters each)."""
+    return len(state.data["recent_ids"]) // 20
+
+
+def test_a_whole_retried_queue_is_recognised_event_by_event():
+    """A mobile SDK re-sends its queue (100 events per request, up to 1,000 queued): every copy is a retry."""
     state = DictState()
-    for i in range(RECENT_IDS + 1):
-        assert admit(event(i), state, NOBODY) is None
-    assert len(state.data["recent_ids"]) == RECENT_IDS
-    assert admit(event(0), state, NOBODY) is None  # forgotten: seconds apart, not days
-    assert admit(event(RECENT_IDS), state, NOBODY) == "duplicate_event_id"
+    queue = range(300)
+    assert all(admit(event(i, seconds=0.5), state, NOBODY) is None for i in queue)
+    assert [admit(event(i, seconds=0.5, received_later_s=600), state, NOBODY) for i in queue] == \
+        ["duplicate_event_id"] * 300
+    assert remembered(state) == 300
+
+
+def test_the_window_is_bounded_in_time_and_in_count():
+    state = DictState()
+    for i in range(MAX_REMEMBERED + 10):
+        assert admit(event(i, seconds=1), state, NOBODY) is None
+    assert remembered(state) == MAX_REMEMBERED
+    assert admit(event(5, seconds=1), state, NOBODY) is None  # the oldest went: a new event to us
+    assert admit(event(MAX_REMEMBERED + 9, seconds=1), state, NOBODY) == "duplicate_event_id"
+    later = DictState()
+    admit(event(0), later, NOBODY)
+    admit(event(1, received_later_s=RETRY_WINDOW_S + 60), later, NOBODY)  # a day later: the first has expired
+    assert remembered(later) == 1
+    assert admit(event(0, received_later_s=RETRY_WINDOW_S + 61), later, NOBODY) is None
 
 
 def test_an_erased_person_erases_the_device_and_its_later_anonymous_events():

@@ -16,7 +16,7 @@ import polars as pl
 import yaml
 
 from streaming import decided
-from streaming.sessions import FEATURES, SESSION_GAP_S
+from streaming.sessions import FEATURES, LIVE_LAG_S, SESSION_GAP_S
 from warehouse import lake
 from warehouse.lake import DECIDED_SCHEMA, DLQ_SCHEMA
 
@@ -110,6 +110,7 @@ def test_dlq_columns_match_lake_py() -> None:
 def test_session_definition_matches_streaming() -> None:
     assert tuple(VARS["session_features"]) == FEATURES
     assert VARS["session_gap_s"] == SESSION_GAP_S
+    assert VARS["live_lag_s"] == LIVE_LAG_S
 
 
 def test_delivery_columns_match_lake_py() -> None:

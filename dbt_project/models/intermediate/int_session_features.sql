@@ -14,7 +14,9 @@
 --   * a session starts when the event time is more than session_gap_s after the running max of the device's
 --     earlier event times (the running max never goes back, so it equals the hot path's last_ms);
 --   * interval = greatest(0, t - previous running max), 0 at a session start;
---   * session_id = device_id || ':' || epoch ms of the session's first event.
+--   * session_id = device_id || ':' || epoch ms of the session's first event;
+--   * only live events (received within live_lag_s of their event time) make sessions: an import, a backfill or a
+--     replay is a session of its own (count 1, no interval) and never feeds the live session's rate or rhythm.
 -- f_<feature> are the warehouse's values; hot_f_<feature> / hot_session_id what the hot path stamped.
 -- Incremental by device: the features are a function of a device's arrival-ordered history. A run touches only
 -- the devices with a row in the lake files stg_decided merged since this model's last run (new events, late
@@ -24,6 +26,7 @@
 -- CTEs from `renamed` on) is the full build's. When the erased identifiers change, everything is rebuilt.
 -- depends_on: {{ ref('stg_lake_files') }} {{ ref('stg_decided') }}
 {%- set gap = var('session_gap_s') %}
+{%- set live_lag = var('live_lag_s') %}
 {%- set incremental = is_incremental() and not erasure_changed() %}
 with
 
@@ -56,7 +59,7 @@ candidates as (
 ),
 
 kept as (
-    select event_id, device_id, device_seq, device_session_number, is_session_start from {{ this }}
+    select event_id, device_id, device_seq, device_session_number, is_session_start, is_live from {{ this }}
     where device_id in (select device_id from affected_devices)
 ),
 
@@ -82,7 +85,7 @@ resume_points as (
     -- max restarted there is exact
     select device_id, max(device_seq) as device_seq, max(device_session_number) as device_session_number
     from kept
-    where is_session_start
+    where is_session_start and is_live
       and device_id not in (select device_id from rewritten_devices)
       and device_id not in (select device_id from out_of_order_devices)
     group by device_id
@@ -128,6 +131,8 @@ renamed as (
         session_id as hot_session_id,
         {{ feature_columns(prefix='hot_f_', source_prefix='f_') }},
         epoch_ms(event_ts) as ts_ms,
+        -- streaming.sessions.is_live: received within live_lag_s of the event time
+        coalesce(epoch_ms(received_at) - epoch_ms(event_ts) <= {{ live_lag }} * 1000, true) as is_live,
         case when json_valid(properties) then properties end as properties
     from decided
     where device_id is not null
@@ -151,7 +156,9 @@ sequenced as (
     select
         *,
         row_number() over w_device + seq_offset as device_seq,
-        max(ts_ms) over (w_device rows between unbounded preceding and 1 preceding) as prev_max_ms
+        -- the running max of the device's earlier live event times
+        max(case when is_live then ts_ms end) over (w_device rows between unbounded preceding and 1 preceding)
+            as prev_max_ms
     from parsed
     window w_device as (
         partition by device_id
@@ -162,7 +169,8 @@ sequenced as (
 boundaries as (
     select
         *,
-        prev_max_ms is null or cast(ts_ms - prev_max_ms as double) / 1000 > {{ gap }} as is_session_start
+        not is_live or prev_max_ms is null or cast(ts_ms - prev_max_ms as double) / 1000 > {{ gap }}
+            as is_session_start
     from sequenced
 ),
 
@@ -171,7 +179,7 @@ intervals as (
         *,
         case when is_session_start then 0.0
              else greatest(0.0, cast(ts_ms - prev_max_ms as double) / 1000) end as interval_s,
-        count(*) filter (where is_session_start) over (
+        count(*) filter (where is_session_start and is_live) over (
             partition by device_id order by device_seq rows between unbounded preceding and current row
         ) + session_offset as device_session_number
     from boundaries
@@ -197,7 +205,8 @@ running as (
         count(distinct category) over w_session as distinct_categories
     from intervals
     window w_session as (
-        partition by device_id, device_session_number
+        -- an event that is not live is its own session (keyed apart from every live session number)
+        partition by device_id, case when is_live then device_session_number else -device_seq end
         order by device_seq
         rows between unbounded preceding and current row
     )
@@ -235,6 +244,7 @@ final as (
         device_session_number,
         session_event_number,
         is_session_start,
+        is_live,
         timezone('UTC', epoch_ms(session_start_ms)) as session_start_ts,
         cast(session_event_number as double) as f_session_event_count,
         duration_s as f_session_duration_s,
