@@ -32,7 +32,7 @@ from ml.candidate import (
     shadow_rule_agreement,
 )
 from ml.datasets import FEATURE_COLUMNS, Split, data_version, load_training_events, matrix, time_split
-from ml.propensity import student_batch_scores, train_propensity
+from ml.propensity import InsufficientLabels, student_batch_scores, train_propensity
 from streaming.policy import bootstrap_policy
 from streaming.sessions import FEATURES
 from warehouse.duck import connect
@@ -128,7 +128,10 @@ def train_bot_run(layout: DataLayout, *, frame: Any = None, split: Split | None 
     frame = load_training_events(layout.duckdb_path) if frame is None else frame
     split = split or time_split(frame)
     config = config or BotModelConfig()
-    result = train_bot_model(split, config=config, history=frame)
+    try:
+        result = train_bot_model(split, config=config, history=frame)
+    except InsufficientLabels as exc:
+        return _skipped_head("bot", str(exc), data_version(frame), parent_run_id)
     test = with_datacenter(split.test)
     x_test, y_test = bot_matrix(test), test["label_bot"].cast(int).to_numpy()
     p_teacher = result.teacher.predict_proba(x_test)[:, 1] if len(x_test) else np.array([])
@@ -158,6 +161,18 @@ def train_bot_run(layout: DataLayout, *, frame: Any = None, split: Split | None 
             "threshold": result.threshold, "description": description}
 
 
+def _skipped_head(head: str, reason: str, version: str, parent_run_id: str | None) -> dict[str, Any]:
+    """A head that could not train: an MLflow run that says why (tag ``skipped``), no student (the candidate keeps
+    the champion's model for this head), and the reason for the asset's metadata and the gate's reasons."""
+    note = f"{head} head not trained on data {version}: {reason}. The champion's model is kept."
+    with mlflow.start_run(run_name=f"{head}-skipped") as run:
+        mlflow.set_tags({"data_version": version, "kind": head, "skipped": reason, "mlflow.note.content": note,
+                         **({"loop_run_id": parent_run_id} if parent_run_id else {})})
+        run_id = run.info.run_id
+    return {"run_id": run_id, "metrics": {}, "student": None, "threshold": None, "description": note,
+            "skipped": {head: reason}}
+
+
 def train_propensity_run(layout: DataLayout, *, bot_head: bool = True,
                          bot_config: BotModelConfig | None = None, tracking_uri: str | None = None
                          ) -> dict[str, Any]:
@@ -169,7 +184,18 @@ def train_propensity_run(layout: DataLayout, *, bot_head: bool = True,
     registry.configure(layout, tracking_uri=tracking_uri)
     frame = load_training_events(layout.duckdb_path)
     split = time_split(frame)
-    result = train_propensity(split)
+    try:
+        result = train_propensity(split)
+    except InsufficientLabels as exc:
+        # this head keeps the champion's model; the other head still trains
+        kept: dict[str, Any] = _skipped_head("propensity", str(exc), data_version(frame), None)
+        kept.update(rows=frame.height, data_version=data_version(frame), sales_threshold=None)
+        if bot_head:
+            kept["bot"] = train_bot_run(layout, frame=frame, split=split, config=bot_config,
+                                       parent_run_id=kept["run_id"], tracking_uri=tracking_uri)
+            kept["metrics"] = {f"bot_{k}": v for k, v in kept["bot"]["metrics"].items()}
+            kept["skipped"] = {**kept["skipped"], **kept["bot"].get("skipped", {})}
+        return kept
     humans_test = split.test.filter(split.test["label_bot"] == 0)
     x_test = matrix(humans_test)
     y_test = humans_test["label_converted"].cast(int).to_numpy()
@@ -211,6 +237,8 @@ def train_propensity_run(layout: DataLayout, *, bot_head: bool = True,
         # Dagster shows these as the asset's metadata next to the propensity metrics.
         out["metrics"] = {**result.metrics, **{f"bot_{k}": v for k, v in bot["metrics"].items()}}
         out["propensity_metrics"] = result.metrics
+        if bot.get("skipped"):
+            out["skipped"] = bot["skipped"]
     return out
 
 
@@ -237,8 +265,11 @@ def build_and_backtest(layout: DataLayout, *, champion: dict[str, Any], training
                                     shadow_agreement=agreement, start_mode=start_mode, gate=gate_config,
                                     sales_threshold=training.get("sales_threshold"), bot_model=bot.get("student"))
         result = backtest(con, candidate, champion)
-    propensity = dict(training.get("propensity_metrics") or training.get("metrics") or {})
-    propensity["new_model"] = "propensity" not in (champion.get("models") or {})
+    skipped = training.get("skipped") or {}
+    propensity: dict[str, Any] | None = None
+    if "propensity" not in skipped:
+        propensity = dict(training.get("propensity_metrics") or training.get("metrics") or {})
+        propensity["new_model"] = "propensity" not in (champion.get("models") or {})
     shipped_bot = (candidate.get("models") or {}).get("bot") or {}
     bot_metrics = None
     if bot and (shipped_bot.get("source") or {}).get("run_id") == bot.get("run_id"):
@@ -246,6 +277,7 @@ def build_and_backtest(layout: DataLayout, *, champion: dict[str, Any], training
         # when it entered.
         bot_metrics = {**bot["metrics"], "new_model": "bot" not in (champion.get("models") or {})}
     gate: GateResult = evaluate_gate(result, propensity, config=gate_config, bot=bot_metrics)
+    gate.reasons.extend(f"{head} head kept the champion's model: {why}" for head, why in sorted(skipped.items()))
     result["shadow_agreement"] = agreement
     record_backtest(layout.duckdb_path, {**result, "gate_passed": gate.passed, "gate_reasons": gate.reasons})
     registry.configure(layout, tracking_uri=tracking_uri)
@@ -280,7 +312,8 @@ def register_and_promote(layout: DataLayout, *, candidate: dict[str, Any], train
     version = registry.register_candidate(client, training["run_id"], candidate,
                                           status="passed_gate" if gate["passed"] else "rejected_by_gate",
                                           teacher_run=training["run_id"], description=description, extra_tags=extra,
-                                          model_uri=training.get("model_uri"))
+                                          model_uri=training.get("model_uri") or registry.champion_model_uri(client)
+                                          or (f"runs:/{bot['run_id']}/teacher" if bot.get("student") else None))
     layout.policies.mkdir(parents=True, exist_ok=True)
     (layout.policies / f"policy-v{candidate['policy_version']}.json").write_text(json.dumps(candidate, indent=2))
     previous = registry.promote(client, version.version) if gate["passed"] else None

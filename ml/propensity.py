@@ -21,6 +21,7 @@ from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
 from ml.datasets import Split, matrix
+from streaming.errors import FirstmileError
 from streaming.policy import LinearModel, bootstrap_policy, compile_policy, seal
 from streaming.sessions import FEATURES
 
@@ -54,11 +55,22 @@ def _transform(x: np.ndarray, transforms: Sequence[str]) -> np.ndarray:
     return out
 
 
+#: Fewer labels than this of either class: a head keeps the champion's model instead of training.
+MIN_PER_CLASS = 20
+
+
+class InsufficientLabels(FirstmileError, ValueError):
+    """Not enough labels of each class to train a head; the loop keeps the champion's model for it."""
+
+
 def train_teacher(x: np.ndarray, y: np.ndarray, *, seed: int = 7) -> HistGradientBoostingClassifier:
     """HistGradientBoosting with early stopping on a held-out 15%: on thousands of rows 200 full-depth rounds fit
     noise (a feature unrelated to the label moved the distilled student by 4 points), and the student inherits it."""
-    if len(np.unique(y)) < 2:
-        raise ValueError("the training set holds a single class: no positives (or no negatives) to learn from")
+    positives = int(np.sum(y == 1))
+    negatives = len(y) - positives
+    if min(positives, negatives) < MIN_PER_CLASS:
+        raise InsufficientLabels(f"the training set holds {positives} positives and {negatives} negatives "
+                                 f"(at least {MIN_PER_CLASS} of each are needed to learn)")
     model = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.08, max_leaf_nodes=31,
                                            l2_regularization=1.0, early_stopping=True, validation_fraction=0.15,
                                            n_iter_no_change=15, random_state=seed)

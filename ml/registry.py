@@ -70,6 +70,12 @@ def policy_of_version(client: MlflowClient, version: Any) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
+def champion_model_uri(client: MlflowClient) -> str | None:
+    """Where the champion's teacher is (a version whose head kept the champion's model registers that model)."""
+    version = _alias_version(client, "champion")
+    return str(version.source) if version is not None else None
+
+
 def champion_policy(client: MlflowClient) -> dict[str, Any] | None:
     version = _alias_version(client, "champion")
     return policy_of_version(client, version) if version is not None else None

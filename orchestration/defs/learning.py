@@ -23,7 +23,10 @@ def propensity_model(firstmile: FirstmileResource) -> dg.Output[dict[str, Any]]:
     settings = firstmile.settings()
     result = train_propensity_run(settings.layout.ensure(), tracking_uri=settings.tracking_uri)
     metrics = {k: dg.MetadataValue.float(float(v)) for k, v in result["metrics"].items() if v is not None}
-    return dg.Output(result, metadata={"mlflow_run_id": result["run_id"], "rows": result["rows"], **metrics})
+    # a head without enough labels of each class keeps the champion's model: said here, in MLflow and in the gate
+    skipped = {f"kept_champion_{head}": reason for head, reason in (result.get("skipped") or {}).items()}
+    return dg.Output(result, metadata={"mlflow_run_id": result["run_id"], "rows": result["rows"], **metrics,
+                                       **skipped})
 
 
 @dg.asset(deps=[TRAINING, BOT_LABELS], group_name="learning", kinds={"sklearn"}, owners=[OWNER])
