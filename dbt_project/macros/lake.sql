@@ -23,6 +23,8 @@
   {%- set columns = {} -%}
   {%- if stream == 'dlq' -%}
     {%- do columns.update(var('lake_dlq_columns')) -%}
+  {%- elif stream == 'delivery_outcomes' -%}
+    {%- do columns.update(var('lake_outcome_columns')) -%}
   {%- elif stream == 'deliveries' -%}
     {%- set decided = var('lake_decided_columns') -%}
     {%- for name in var('lake_delivery_columns') -%}

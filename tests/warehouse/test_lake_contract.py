@@ -18,7 +18,7 @@ import yaml
 from streaming import decided
 from streaming.sessions import FEATURES, LIVE_LAG_S, SESSION_GAP_S
 from warehouse import lake
-from warehouse.lake import DECIDED_SCHEMA, DLQ_SCHEMA
+from warehouse.lake import DECIDED_SCHEMA, DLQ_SCHEMA, OUTCOME_SCHEMA
 
 PROJECT = yaml.safe_load((Path(__file__).resolve().parents[2] / "dbt_project" / "dbt_project.yml").read_text())
 VARS = PROJECT["vars"]
@@ -105,6 +105,7 @@ def test_decided_columns_match_lake_py() -> None:
 
 def test_dlq_columns_match_lake_py() -> None:
     assert VARS["lake_dlq_columns"] == {name: _duckdb_type(t) for name, t in DLQ_SCHEMA.items()}
+    assert VARS["lake_outcome_columns"] == {name: _duckdb_type(t) for name, t in OUTCOME_SCHEMA.items()}
 
 
 def test_session_definition_matches_streaming() -> None:
