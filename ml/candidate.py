@@ -28,6 +28,8 @@ StartMode = Literal["shadow", "enforce", "auto"]
 
 #: The id under which the hot path records the bot model's hits (``streaming.pipeline.decide_device``).
 BOT_MODEL_ID = "model.bot"
+#: Policy fields of old champions that are control topics now (``streaming.policy.compile_policy`` rejects them).
+MOVED_TO_CONTROL_TOPICS = ("identity_merges", "erased_ids")
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,9 @@ def build_candidate(champion: dict[str, Any], *, student: dict[str, Any] | None,
     ``bot_model`` (a ``models.bot`` document) enters in ``shadow`` when the champion has none, replaces the
     champion's in its mode otherwise; a shadowed champion bot model that agrees with hindsight is enforced as is.
     """
-    doc = copy.deepcopy({k: v for k, v in champion.items() if k != "checksum"})
+    # Merges and erasures were policy fields once; they travel on control.identity / control.erasure now (the loop's
+    # published_control asset), and a worker rejects a policy that still carries them: an old champion's are dropped.
+    doc = copy.deepcopy({k: v for k, v in champion.items() if k not in ("checksum", *MOVED_TO_CONTROL_TOPICS)})
     version = int(champion["policy_version"]) + 1
     doc["parent_version"] = champion["policy_version"]
     doc["policy_version"] = version

@@ -1,8 +1,10 @@
 """The scripted loop on the embedded default (``firstmile demo`` / ``make demo``).
 
-broker + worker + lake sink → day-1 traffic → Dagster materializes the loop (dbt → teacher/student → mined rules →
-backtest → gate → publish v2) → workers hot-swap v2 → day-2 traffic → report. Exits 0 and leaves the data directory
-for the Dagster and MLflow UIs.
+broker + worker + lake sink → day-1 traffic → one user asks to be forgotten (suppressed at the edge at once) →
+Dagster materializes the loop (dbt → teacher/student → mined rules → backtest → gate → publish v2, and the identity
+merges and erasures the warehouse found) → the regulations sensor's erasure run (lake rewritten, warehouse rebuilt,
+ML artefacts checked) → workers hot-swap v2 → day-2 traffic → report. The people stories (one merge, one erasure):
+:mod:`orchestration.demo_people`. Exits 0 and leaves the data directory for the Dagster and MLflow UIs.
 """
 
 from __future__ import annotations
@@ -51,11 +53,17 @@ class DemoReport:
     #: the latency-impact report's text summary (orchestration/report.py), and where its HTML is
     latency_impact: str = ""
     latency_impact_html: str = ""
+    #: the merge the warehouse found and published (from, into, consent) and what became of device B on day 2
+    merge: dict[str, Any] = field(default_factory=dict)
+    #: the erasure request: its states with times, what each step did, and the erased person's events
+    erasure: dict[str, Any] = field(default_factory=dict)
 
     def to_text(self) -> str:
         lines = ["", "firstmile demo — report", "=" * 60]
+        erased = self.erasure.get("lake_inputs_erased", 0)
         lines.append(f"events sent per day: {self.sent_per_day}; accounted for in the lake: {self.accounted} "
-                     f"(routed + quarantined + dead-lettered + suppressed)")
+                     f"(routed + quarantined + dead-lettered + suppressed)"
+                     + (f" + {erased} erased on request" if erased else ""))
         lines.append("")
         lines.append(f"{'day':<12}{'outcome':<22}{'events':>8}")
         for day, outcome, n in self.per_day_destination:
@@ -71,6 +79,9 @@ class DemoReport:
         lines.append(f"day-2 stealth bots: {s.get('events', 0)} events; quarantined by v2: {s.get('caught_v2', 0)}; "
                      f"v1 would have caught: {s.get('caught_v1', 0)}; caught by v2 that v1 missed: "
                      f"{s.get('v2_not_v1', 0)}")
+        from orchestration.demo_people import people_lines
+
+        lines += people_lines(self.merge, self.erasure)
         lines.append(f"Dagster materialized {len(self.materialized)} assets; timings (s): "
                      + ", ".join(f"{k} {v:.1f}" for k, v in self.timings.items()))
         if self.latency_impact:
@@ -109,6 +120,19 @@ def lake_accounted(lake: Path) -> int:
     finally:
         con.close()
     return int(row[0]) if row else 0
+
+
+def lake_event_ids(lake: Path) -> set[str]:
+    """Every event id any lake file holds (every stream)."""
+    parts = [f"select event_id from read_parquet('{stream_glob(lake, stream)}', hive_partitioning=true, "
+             f"union_by_name=true)" for stream in STREAMS if list((lake / stream).rglob("*.parquet"))]
+    if not parts:
+        return set()
+    con = duckdb.connect()
+    try:
+        return {r[0] for r in con.execute(" union ".join(parts)).fetchall()}
+    finally:
+        con.close()
 
 
 def wait_for_lake(lake: Path, expected: int, *, timeout: float = 180.0,
@@ -241,7 +265,9 @@ def run_demo(*, data_dir: Path, scenario: str = "default", users: int | None = N
              echo: bool = True, mlflow_tracking_uri: str = "") -> DemoReport:
     """The demo on the embedded broker and the local lake of ``data_dir``. ``mlflow_tracking_uri``: an MLflow server
     (``FIRSTMILE_MLFLOW_TRACKING_URI`` as the command read it); empty: the data directory's SQLite store."""
+    from orchestration import demo_people as people
     from streaming import simulator
+    from warehouse.duck import connect
 
     started = time.monotonic()
     report = DemoReport()
@@ -259,9 +285,10 @@ def run_demo(*, data_dir: Path, scenario: str = "default", users: int | None = N
         overrides["users"] = users
     sim = simulator.load_scenario(scenario, **overrides)
 
-    from orchestration.environment import ensure_dbt_manifest
+    from orchestration.environment import ensure_dbt_manifest, start_dbt_parse
 
     ensure_dbt_manifest(orchestration)
+    parse = start_dbt_parse(orchestration)  # for this data directory; done before the loop needs it
     broker = EmbeddedBroker.start(log_path=logs / "broker.log")
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -275,28 +302,30 @@ def run_demo(*, data_dir: Path, scenario: str = "default", users: int | None = N
                  _spawn("streaming.lake_sink", env, logs / "lake_sink.log")]
         report.timings["start"] = time.monotonic() - started
 
-        truth_events = []
-        day_dates: dict[int, str] = {}
+        days = [list(simulator.generate(sim, day=day)) for day in range(2)]
+        people.add_merge_story(days)
+        subject = people.pick_erasure_subject(days)
+        truth_events = [ev for day in days for ev in day]
+        day_dates = {day: events[0].send_at.date().isoformat() for day, events in enumerate(days) if events}
         total = 0
-        for day in range(2):
+        for day, events in enumerate(days):
             t0 = time.monotonic()
-            events = list(simulator.generate(sim, day=day))
-            truth_events += events
-            if events:
-                day_dates[day] = events[0].send_at.date().isoformat()
             sent = simulator.send_to_kafka(events, broker_address=broker.address, topic=settings.topic(topics.RAW),
                                            received_at="send_at")
             report.sent_per_day[day + 1] = sent
             total += sent
             if echo:
                 print(f"day {day + 1}: sent {sent} events; waiting for the hot path and the lake…", flush=True)
-            report.accounted = wait_for_lake(layout.lake, total, procs=procs)
+            report.accounted = wait_for_lake(layout.lake, total - report.erasure.get("lake_inputs_erased", 0),
+                                             procs=procs)
             report.timings[f"day{day + 1}_hot_path"] = time.monotonic() - t0
             if day == 0:
                 t1 = time.monotonic()
+                parse.wait()
+                reg = people.request_erasure(broker.address, settings, subject[1]) if subject else None
                 if echo:
                     print("materializing the loop in Dagster (dbt → teacher/student → rules → backtest → gate → "
-                          "publish)…", flush=True)
+                          "publish policy, merges, erasures)…", flush=True)
                 with output_to(logs / "dagster.log"):
                     ok, materialized, published = materialize_loop(orchestration, broker_address=broker.address,
                                                                    topic_prefix=settings.topic_prefix)
@@ -307,15 +336,33 @@ def run_demo(*, data_dir: Path, scenario: str = "default", users: int | None = N
                                        f"the run in the Dagster UI (DAGSTER_HOME={data_dir / 'dagster'})")
                 report.published_version = int(published["published_version"])
                 report.gate = {"passed": True}
+                report.merge = people.published_merge(layout.duckdb_path)
+                if reg is not None and subject is not None:
+                    t2 = time.monotonic()
+                    if echo:
+                        print("the regulations sensor's erasure run (lake rewritten → warehouse rebuilt → ML "
+                              "artefacts checked)…", flush=True)
+                    with output_to(logs / "dagster.log"):
+                        report.erasure = people.run_erasure(orchestration, broker.address, settings, reg, subject[0])
+                    report.timings["erasure_job"] = time.monotonic() - t2
                 report.swap_seconds = wait_for_version(holder, report.published_version)
                 time.sleep(2.0)  # the workers' readers poll every 10 ms; leave them a margin beyond ours
         truth_path = data_dir / "truth.parquet"
         simulator.write_truth(truth_events, truth_path)
         reader.stop()
         build_report(data_dir, truth_path, report, day_dates)
+        with connect(layout.duckdb_path) as con:
+            after = people.after_day_two(
+                con, layout.lake, merge=report.merge,
+                erased_day1=people.event_ids(days, actor=subject[0], day=0) if report.erasure and subject else [],
+                erased_day2=people.event_ids(days, actor=subject[0], day=1) if report.erasure and subject else [])
+        if report.merge:
+            report.merge["day2"] = after.get("merge_day2", [])
+        if report.erasure:
+            report.erasure.update(day1=after.get("erased_day1", {}), day2=after.get("erased_day2", {}))
         report.timings["total"] = time.monotonic() - started
     finally:
-        for proc in procs:
+        for proc in [*procs, parse]:
             _stop(proc)
         broker.stop()
     t2 = time.monotonic()

@@ -51,3 +51,15 @@ def ensure_dbt_manifest(settings: WarehouseSettings, *, force: bool = False) -> 
     subprocess.run([dbt_executable(), "parse", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir",
                     str(DBT_PROJECT_DIR), "--quiet"], check=True, env=env, cwd=DBT_PROJECT_DIR)
     return manifest
+
+
+def start_dbt_parse(settings: WarehouseSettings) -> subprocess.Popen[bytes]:
+    """``dbt parse`` with ``settings``' variables, in the background. dbt parses a project from scratch whenever the
+    profile changed since the last parse (the DuckDB path is in it: every data directory is a new profile), and
+    dagster-dbt copies the project's ``partial_parse.msgpack`` into each run's target: once this parse is done, every
+    dbt invocation on that data directory parses partially (~7 s saved on each). The demo starts it while its first
+    day of traffic flows."""
+    env = {**os.environ, **settings.dbt_env()}
+    return subprocess.Popen([dbt_executable(), "parse", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir",
+                             str(DBT_PROJECT_DIR), "--quiet"], env=env, cwd=DBT_PROJECT_DIR,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -2,7 +2,9 @@
 
 The flow (see ``dbt_project/README.md``, "Erasure"):
 
-1. The request (a profile id) goes into ``seeds/erasure_requests.csv`` or ``--vars '{erase_profile_ids: [...]}'``.
+1. The request (a profile id) goes into ``seeds/erasure_requests.csv`` or ``--vars '{erase_profile_ids: [...]}'``,
+   or arrives through ``POST /v1/regulations`` and the Dagster ``erasure`` job appends it to the erasure trail
+   (:mod:`warehouse.erasure_trail`), which ``stg_erasure_requests`` reads too.
 2. ``dbt build``: ``stg_erased_identifiers`` collects every identifier seen with the profile (profile, user,
    anonymous and device ids, hashed emails) and keeps them (it accumulates); staging drops every row carrying any
    of them, the incremental models rebuild, and ``erasure_suppression_list`` publishes them for the hot path.

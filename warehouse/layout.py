@@ -55,16 +55,35 @@ class DataLayout:
         return self.root / "reports"
 
     @property
+    def regulations(self) -> Path:
+        """The erasure trail (:mod:`warehouse.erasure_trail`): the regulations API's erasure requests and the states
+        they reached, which dbt reads (``stg_erasure_requests``, ``erasure_audit``)."""
+        return self.root / "regulations"
+
+    @property
     def policies(self) -> Path:
         """Every policy document ever built, by version: the audit trail beside the registry."""
         return self.root / "policies"
 
     def ensure(self) -> DataLayout:
         for path in (self.root, self.lake, self.mlflow_dir, self.mlflow_artifacts, self.dagster_home,
-                     self.reports, self.policies):
+                     self.reports, self.policies, self.regulations):
             path.mkdir(parents=True, exist_ok=True)
         dagster_yaml = self.dagster_home / "dagster.yaml"
-        if not dagster_yaml.exists():
-            # An instance file silences Dagster's missing-instance warning (STACK-FACTS.md); no telemetry.
-            dagster_yaml.write_text("telemetry:\n  enabled: false\n")
+        if not dagster_yaml.exists() or dagster_yaml.read_text() == _DAGSTER_YAML_BEFORE_RUN_QUEUE:
+            dagster_yaml.write_text(DAGSTER_YAML)
         return self
+
+
+#: The embedded runtime's Dagster instance: an instance file silences Dagster's missing-instance warning
+#: (STACK-FACTS.md); no telemetry; and the run queue runs one DuckDB writer at a time (the loop and the erasure
+#: job, tagged ``firstmile/duckdb=writer``: a DuckDB file has one writer).
+DAGSTER_YAML = """telemetry:
+  enabled: false
+run_queue:
+  tag_concurrency_limits:
+    - key: firstmile/duckdb
+      value: writer
+      limit: 1
+"""
+_DAGSTER_YAML_BEFORE_RUN_QUEUE = "telemetry:\n  enabled: false\n"

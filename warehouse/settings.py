@@ -54,10 +54,12 @@ class WarehouseSettings(BaseSettings):
         return uri.rstrip("/") if uri else str(self.layout.lake)
 
     def dbt_env(self) -> dict[str, str]:
-        """The variables dbt reads (profiles.yml, macros/lake.sql): the DuckDB file and the lake, plus the S3
+        """The variables dbt reads (profiles.yml, macros/lake.sql, macros/regulations.sql): the DuckDB file, the lake
+        and the erasure trail (always the data directory's, :attr:`DataLayout.regulations`), plus the S3
         settings that are set when the lake is remote. dbt gets them on top of its parent's environment."""
         lake = self.lake_location
-        out = {"FIRSTMILE_DUCKDB_PATH": str(self.duckdb_path), "FIRSTMILE_LAKE_DIR": lake}
+        out = {"FIRSTMILE_DUCKDB_PATH": str(self.duckdb_path), "FIRSTMILE_LAKE_DIR": lake,
+               "FIRSTMILE_REGULATIONS_DIR": str(self.layout.regulations)}
         if "://" in lake:
             s3 = {"FIRSTMILE_S3_ENDPOINT": self.s3_endpoint, "FIRSTMILE_S3_REGION": self.s3_region,
                   "FIRSTMILE_S3_URL_STYLE": self.s3_url_style,

@@ -15,8 +15,13 @@ LOOP_SELECTION = (dg.AssetSelection.all()
                   - dg.AssetSelection.assets(*[s.key for s in STREAMING_SPECS])
                   - dg.AssetSelection.assets("landing_zone_day", "latency_impact_report"))
 
-loop_job = dg.define_asset_job(LOOP_JOB, selection=LOOP_SELECTION,
-                               description="Warehouse build → learning → gated publication")
+#: Runs with this tag write the DuckDB file; the instance's run queue runs one at a time (dagster.yaml, written by
+#: warehouse.layout.DataLayout.ensure): the loop and the erasure job never build the warehouse at once.
+DUCKDB_WRITER_TAGS = {"firstmile/duckdb": "writer"}
+
+loop_job = dg.define_asset_job(LOOP_JOB, selection=LOOP_SELECTION, tags=DUCKDB_WRITER_TAGS,
+                               description="Warehouse build → learning → gated publication (policy, identity "
+                                           "merges, erasures)")
 
 latency_impact_job = dg.define_asset_job("latency_impact", selection=["latency_impact_report"],
                                          description="First mile vs nightly batch on the same traffic")

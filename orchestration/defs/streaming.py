@@ -28,4 +28,13 @@ control_policy = dg.AssetSpec(
     "control_policy", deps=["published_policy"], group_name="streaming", kinds={"kafka"}, owners=[OWNER],
     description="Compacted Kafka topic control.policy: every worker reads it as a broadcast and hot-swaps.")
 
-STREAMING_SPECS = [events_raw, *hot_path_outputs, landing_zone, control_policy]
+control_identity = dg.AssetSpec(
+    "control_identity", deps=["published_control"], group_name="streaming", kinds={"kafka"}, owners=[OWNER],
+    description="Compacted Kafka topic control.identity: profile merges (key: the merged profile; value: the "
+                "survivor and the merged profile's consent), applied by every worker before its next event.")
+control_erasure = dg.AssetSpec(
+    "control_erasure", deps=["published_control"], group_name="streaming", kinds={"kafka"}, owners=[OWNER],
+    description="Compacted Kafka topic control.erasure: erased identifiers (from the warehouse's suppression list "
+                "and POST /v1/regulations); every worker suppresses their events.")
+
+STREAMING_SPECS = [events_raw, *hot_path_outputs, landing_zone, control_policy, control_identity, control_erasure]

@@ -214,3 +214,11 @@ def test_a_shadowed_bot_model_that_touched_humans_stays_in_shadow_and_restarts_i
                                "human_rate": 0.0}}
     v3_ok = build_candidate(v2, student=None, mined=[], shadow_agreement=agreeing, bot_model=retrained)
     assert v3_ok["models"]["bot"]["mode"] == "enforce" and v3_ok["models"]["bot"]["coef"] == [1.0]
+
+
+def test_a_candidate_never_carries_an_old_champions_merges_or_erased_ids():
+    """They were policy fields once; now they are control topics and a worker rejects a policy carrying them."""
+    old = {**bootstrap_policy(), "identity_merges": {"p-2": "p-1"}, "erased_ids": ["u-7"]}
+    candidate = build_candidate(old, student=None, mined=[])
+    assert "identity_merges" not in candidate and "erased_ids" not in candidate
+    compile_policy(candidate)  # a worker would accept it

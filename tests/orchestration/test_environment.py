@@ -18,7 +18,8 @@ def test_dbt_env_reads_the_local_lake_when_no_lake_uri_is_set(tmp_path, monkeypa
     monkeypatch.setenv("FIRSTMILE_S3_ENDPOINT", "never-passed-for-a-local-lake:9000")
     env = OrchestrationSettings(data_dir=tmp_path).dbt_env()
     assert env == {"FIRSTMILE_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
-                   "FIRSTMILE_LAKE_DIR": str(tmp_path / "lake")}
+                   "FIRSTMILE_LAKE_DIR": str(tmp_path / "lake"),
+                   "FIRSTMILE_REGULATIONS_DIR": str(tmp_path / "regulations")}
 
 
 def test_dbt_env_points_dbt_at_firstmile_lake_uri_and_passes_the_s3_settings_through(tmp_path, monkeypatch):
@@ -29,6 +30,7 @@ def test_dbt_env_points_dbt_at_firstmile_lake_uri_and_passes_the_s3_settings_thr
     env = OrchestrationSettings(data_dir=tmp_path).dbt_env()
     assert env == {"FIRSTMILE_LAKE_DIR": "s3://firstmile-lake/lake",
                    "FIRSTMILE_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
+                   "FIRSTMILE_REGULATIONS_DIR": str(tmp_path / "regulations"),
                    "FIRSTMILE_S3_ENDPOINT": "minio:9000", "FIRSTMILE_S3_URL_STYLE": "path",
                    "FIRSTMILE_S3_USE_SSL": "false"}
     assert OrchestrationSettings(data_dir=tmp_path, lake_uri="  ").lake_location == str(tmp_path / "lake")

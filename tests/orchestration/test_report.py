@@ -443,3 +443,30 @@ def test_batch_numbers_match_an_independent_sql_replay_of_the_nightly_batch(demo
         select count(*) from s where decided_at is not null
           and date_trunc('day', timezone('UTC', decided_at)) + interval 1 day <= timezone('UTC', ends)""").fetchone()[0]
     con.close()
+
+
+def test_demo_report_shows_one_merge_and_one_erasure_request_going_through_the_loop(demo_data):
+    """The demo's two stories about people (orchestration/demo_people.py), read back from the data directory."""
+    import duckdb as db
+
+    from streaming import regulations
+
+    data_dir, report = demo_data
+    merge, erasure = report.merge, report.erasure
+    # the merge the warehouse found, published with the merged device's consent; its day-2 events follow the survivor
+    assert merge["into"] == "usr_demo_merge" and merge["consent"]["marketing"][0] is False
+    assert merge["day2"] and {(r["profile_id"], r["merged_from"], r["marketing"]) for r in merge["day2"]} == {
+        ("usr_demo_merge", merge["from"], "false")}
+    # the erasure request went through every state, in order, each with its time
+    assert erasure["status"] == "done"
+    assert [s[0] for s in erasure["states"]] == ["received", "suppressed_at_edge", *regulations.DELETE_STEPS, "done"]
+    assert all(s[1] for s in erasure["states"])
+    assert erasure["day1"]["sent"] > 0 and erasure["day1"]["in_lake_files"] == 0 and not erasure["day1"]["in_warehouse"]
+    assert erasure["day2"]["in_warehouse"] == {"suppressed:erased": erasure["day2"]["sent"]}
+    assert erasure["lake_inputs_erased"] == erasure["day1"]["sent"]
+    con = db.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
+    audit = con.execute("select state from erasure_audit where request_id = ? order by seq", [erasure["id"]]).fetchall()
+    con.close()
+    assert [a[0] for a in audit] == [s[0] for s in erasure["states"]]
+    text = report.to_text()
+    assert f"erasure request {erasure['id']}" in text and "identity merge found by the warehouse" in text

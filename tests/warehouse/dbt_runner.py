@@ -13,10 +13,12 @@ DBT = Path(sys.executable).with_name("dbt")
 
 def run_dbt(command: list[str], *, lake: Path, workdir: Path, vars_yaml: str | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """``dbt <command> --project-dir dbt_project --profiles-dir dbt_project`` with paths under ``workdir``."""
+    """``dbt <command> --project-dir dbt_project --profiles-dir dbt_project`` with paths under ``workdir`` (the
+    DuckDB file, the target and logs, the erasure trail ``workdir/regulations``)."""
     env = dict(os.environ,
                FIRSTMILE_DUCKDB_PATH=str(workdir / "warehouse.duckdb"),
                FIRSTMILE_LAKE_DIR=str(lake),
+               FIRSTMILE_REGULATIONS_DIR=str(workdir / "regulations"),
                DBT_SEND_ANONYMOUS_USAGE_STATS="false")
     args = [str(DBT), *command, "--project-dir", "dbt_project", "--profiles-dir", "dbt_project",
             "--target-path", str(workdir / "target"), "--log-path", str(workdir / "logs")]

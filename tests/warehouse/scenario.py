@@ -207,3 +207,26 @@ def python_features(events: list[dict[str, Any]]) -> dict[str, tuple[str, dict[s
             state, device_id=r["device_id"], ts=datetime.fromisoformat(r["event_ts"]), type_=r["type"],
             event_name=r["event_name"], properties=props)
     return out
+
+
+#: h2 (merged into h1 by the warehouse, see :func:`build`) decides on a consent event, then revokes marketing on an
+#: event no destination received (:func:`add_merged_profile_consent`).
+H2_CONSENT_AT = DAY2 + timedelta(minutes=9)
+H2_REVOKED_AT = DAY2 + timedelta(minutes=9, seconds=30)
+
+
+def add_merged_profile_consent(lake: Path, sc: Scenario) -> None:
+    """h2's consent decisions, in a third file per stream: a consent event whose ledger lists what it changed, then
+    a stage-2 suppression (its ledger has no ``consent_changed``, only what was granted after it)."""
+    h2 = {"device": "anon-h2", "profile": "p-h2", "user": "u-1"}
+    granted = sc.add("events", ts=H2_CONSENT_AT, **h2, type_="consent", consent=ALL)
+    granted["ledger"] = {"policy_version": 1, "consent_changed": ["analytics", "marketing"]}
+    revoked = sc.add("suppressed", ts=H2_REVOKED_AT, **h2, type_="consent", consent={**ALL, "marketing": False})
+    revoked["ledger"] = {"policy_version": 1, "decision": "suppressed", "purposes": revoked["consent"]}
+    write_batch(lake, "events", [granted], file_stem="lake.events+0+c")
+    write_batch(lake, "suppressed", [revoked], file_stem="lake.suppressed+0+c")
+
+
+def received_ms(ts: datetime) -> int:
+    """Epoch ms of a decision as the hot path records it: the event's receipt (150 ms later, :meth:`Scenario.add`)."""
+    return int((ts + timedelta(milliseconds=150)).timestamp() * 1000)

@@ -20,7 +20,7 @@ lake as (
 ),
 
 erased_rows as (
-    -- two equi-joins (an OR join condition is a nested loop)
+    -- equi-joins (an OR join condition is a nested loop)
     select lake.*, requests.profile_id as erased_profile_id, requests.requested_at
     from lake
     inner join requests on lake.profile_id = requests.profile_id
@@ -28,6 +28,11 @@ erased_rows as (
     select lake.*, requests.profile_id as erased_profile_id, requests.requested_at
     from lake
     inner join requests on lake.user_id = requests.profile_id
+    union all
+    -- a subject named by its anonymous id (the regulations API's ANONYMOUS_ID): the person behind the device
+    select lake.*, requests.profile_id as erased_profile_id, requests.requested_at
+    from lake
+    inner join requests on lake.anonymous_id = requests.profile_id
 ),
 
 identifiers as (

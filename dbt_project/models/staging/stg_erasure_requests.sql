@@ -1,4 +1,7 @@
--- Right-to-be-forgotten requests: the seed plus the erase_profile_ids var, one row per profile id.
+-- Right-to-be-forgotten requests, one row per subject id: the seed (hand-entered), the erase_profile_ids var, and
+-- the regulations API's SUPPRESS_WITH_DELETE requests that the erasure job recorded in the erasure trail
+-- (<regulations dir>/erasure_requests.jsonl, warehouse/erasure_trail.py). A subject id is matched against the
+-- lake's profile, user and anonymous ids (stg_erased_identifiers).
 with
 
 seeded as (
@@ -20,10 +23,21 @@ from_var as (
     {%- endif %}
 ),
 
+from_api as (
+    select
+        subject_id as profile_id,
+        requested_at
+    from ({{ regulations_relation('erasure_requests', {'request_id': 'VARCHAR', 'regulation_type': 'VARCHAR',
+                                                       'subject_type': 'VARCHAR', 'subject_id': 'VARCHAR',
+                                                       'requested_at': 'TIMESTAMPTZ'}) }})
+),
+
 unioned as (
     select * from seeded
     union all
     select * from from_var
+    union all
+    select * from from_api
 ),
 
 final as (

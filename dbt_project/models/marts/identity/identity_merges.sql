@@ -1,5 +1,8 @@
 -- Merges the edge did not know: devices (anchor identifiers) the warehouse links into one profile whose current
--- hot-path profile id differs from the profile's. The hot path applies each row as from_profile_id → to_profile_id.
+-- hot-path profile id differs from the profile's. The hot path applies each row as from_profile_id → to_profile_id
+-- (control.identity, published by the loop's published_control asset), and folds `consent` into the survivor:
+-- the merged profile's latest explicit decision per purpose, {purpose: [granted, decided_at epoch ms]}
+-- (int_consent_decisions), so that a merge never widens consent.
 with
 
 event_profiles as (
@@ -22,7 +25,15 @@ anchors as (
     group by anchor_id
 ),
 
-final as (
+consent as (
+    select
+        profile_id,
+        cast(json_group_object(purpose, json_array(granted, epoch_ms(decided_at))) as varchar) as consent
+    from {{ ref('int_consent_decisions') }}
+    group by profile_id
+),
+
+merges as (
     select
         from_profile_id || ' -> ' || to_profile_id as merge_id,
         from_profile_id,
@@ -35,6 +46,14 @@ final as (
     where from_profile_id is not null
       and from_profile_id <> to_profile_id
     group by from_profile_id, to_profile_id
+),
+
+final as (
+    select
+        merges.*,
+        coalesce(consent.consent, '{}') as consent
+    from merges
+    left join consent on consent.profile_id = merges.from_profile_id
 )
 
 select * from final
