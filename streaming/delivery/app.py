@@ -71,7 +71,12 @@ def build_delivery_app(settings: StreamingSettings, address: str, destination: D
         auto_offset_reset="earliest",
         commit_interval=batching.max_wait_ms / 1000,
         commit_every=batching.max_events,
-        consumer_extra_config={**fast_group_consumer_config(), "fetch.wait.max.ms": 20},
+        # A checkpoint sends each partition's batch in turn: a hung destination can hold it for partitions x
+        # timeout_s before the breaker opens. The fast-group default (7 s) expelled lanes then (make bench-delivery:
+        # "Unknown member", the lane exits, a restart forgets the breaker); room for every partition's timeout.
+        consumer_extra_config={**fast_group_consumer_config(), "fetch.wait.max.ms": 20,
+                               "max.poll.interval.ms": int(max(60.0, 3 * settings.partitions * destination.timeout_s
+                                                               + 30) * 1000)},
         state_dir=str(state_dir or settings.layout.state_dir / f"delivery-{destination.id}-{lane}"),
         loglevel="WARNING",
         processing_guarantee="at-least-once",
@@ -109,20 +114,24 @@ def run_all(destinations: DestinationsFile, env: dict[str, str]) -> int:
     children = [subprocess.Popen([sys.executable, "-m", "streaming.delivery", "--destination", d.id, "--lane", lane],
                                  env=env)
                 for d in destinations.destinations for lane in ("fresh", "retry")]
-    stopping = False
+    asked_to_stop = False
 
-    def stop(*_: Any) -> None:
-        nonlocal stopping
-        stopping = True
+    def stop_children() -> None:
         for child in children:
             if child.poll() is None:
                 child.terminate()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    def on_signal(*_: Any) -> None:
+        nonlocal asked_to_stop
+        asked_to_stop = True
+        stop_children()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     while all(c.poll() is None for c in children):
         time.sleep(0.5)
-    stop()
+    stop_children()
     for child in children:
         child.wait(timeout=30)
-    return 0 if stopping else 1
+    # a lane that exited on its own is a failure the supervisor (compose, firstmile up) must see
+    return 0 if asked_to_stop else 1

@@ -105,8 +105,26 @@ class DestinationSink(BatchingSink):
         self.limiter = RateLimiter(destination.rate_limit_per_s)
         self.rng = random.Random(seed)
         self.counts = {"delivered": 0, "retrying": 0, "dead_lettered": 0, "withheld": 0}
+        self._settled = False
 
     # ---- the batch --------------------------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Quix flushes every partition's batch in one checkpoint, and backpressure rewinds them all: once one
+        batch of this checkpoint was settled (sent, put on the retry topic, dead-lettered), a later one must not
+        raise it, or the settled batch is read and sent again (make bench-delivery counted hundreds of such
+        duplicates). ``_settled`` says whether that point is passed."""
+        self._settled = False
+        super().flush()
+
+    def _pause(self, entries: list[dict[str, Any]], seconds: float) -> None:
+        """Wait ``seconds`` before these entries are tried: backpressure while nothing of this checkpoint was
+        settled, else back on the retry topic, due then (no rewind of what is settled)."""
+        if not self._settled:
+            raise SinkBackpressureError(retry_after=min(seconds, MAX_PAUSE_S))
+        for entry in entries:
+            self._reschedule(entry, time.time() + seconds)
+        self._flush()
+
     def write(self, batch: SinkBatch) -> None:
         entries = []
         for item in batch:
@@ -121,20 +139,28 @@ class DestinationSink(BatchingSink):
             now = time.time()
             due = [e for e in entries if e["due_at"] <= now]
             if not due:
-                raise SinkBackpressureError(retry_after=min(min(e["due_at"] for e in entries) - now, MAX_PAUSE_S))
+                if not self._settled:
+                    raise SinkBackpressureError(retry_after=min(min(e["due_at"] for e in entries) - now,
+                                                                MAX_PAUSE_S))
+                for entry in entries:
+                    self._produce(self.retry_topic, entry["event"], entry)
+                self._flush()
+                return
             for entry in entries:  # not due yet: back on the retry topic as it was (no rewind of what is settled)
                 if entry["due_at"] > now:
                     self._produce(self.retry_topic, entry["event"], entry)
             entries = due
         wait = self.breaker.wait_s()
         if wait > 0 and self.lane == "fresh":
-            raise SinkBackpressureError(retry_after=wait)  # paused: fresh events wait in Kafka
+            self._pause(entries, wait)  # paused: fresh events wait in Kafka (or, mid-checkpoint, on the retry topic)
+            return
         if wait > 0:
             # Paused retries are rescheduled for the probe (or dead-lettered once out of their window) rather than
             # re-read: a rewind would repeat what this batch already settled.
             for entry in entries:
                 self._reschedule(entry, time.time() + wait)
             self._flush()
+            self._settled = True
             return
         sendable = []
         for entry in entries:
@@ -147,6 +173,7 @@ class DestinationSink(BatchingSink):
             self.limiter.wait(len(chunk))
             self._send(chunk)
         self._flush()
+        self._settled = True
 
     def _flush(self) -> None:
         remaining = self.producer.flush(30)
