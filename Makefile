@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-unit lint up bench-collector bench-hotpath bench-warehouse bench-student bench-control reliability clean
+.PHONY: install demo test test-unit lint up bench-collector bench-hotpath bench-warehouse bench-student bench-control bench-delivery bench-serving bench-bots reliability clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,15 @@ bench-student: $(STAMP)
 
 bench-control: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_control.py $(BENCH_ARGS)
+
+bench-serving: $(STAMP)
+	$(BIN)/python tests/benchmarks/bench_serving.py $(BENCH_ARGS)
+
+bench-delivery: $(STAMP)
+	$(BIN)/python tests/benchmarks/bench_delivery.py $(BENCH_ARGS)
+
+bench-bots: $(STAMP)
+	$(BIN)/python tests/benchmarks/bench_bots.py $(BENCH_ARGS)
 
 test-browser: $(STAMP)
 	$(BIN)/python -m pytest -q -m browser tests/orchestration/test_uis.py

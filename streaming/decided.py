@@ -113,8 +113,12 @@ class Ledger(_Contract, kw_only=True):
     #: rules (bot and route) and ``model.bot`` in shadow mode that held: recorded, not enforced
     shadow_rules_fired: list[str]
     scores: Scores
-    #: the crawler-user-agents pattern the user agent matched
+    #: the crawler-user-agents pattern the user agent matched (a strong one when there is one; a weak one counts
+    #: only as ``ua_reasons`` says)
     crawler_pattern: str | None
+    #: the user-agent facts that hold, each source apart (``streaming.facts.UA_REASONS``): ``crawler``, ``isbot``,
+    #: ``self_identified``, ``library``, ``missing``, ``weak_pattern``; absent when none does
+    ua_reasons: list[str] | None = None
     identity: Identity
     #: why a TCF string decided nothing (``tcf_invalid: ...``); absent when it decided, or there was none
     consent_note: str | None = None

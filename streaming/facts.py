@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from streaming.bots import user_agent_evidence
 from streaming.sessions import FEATURES
 
 ORDER_EVENTS = ("Order Completed",)
@@ -30,7 +31,8 @@ FactKind = Literal["string", "number", "boolean"]
 #: the parsed event's ``type``, ``event`` (a track's name), ``name`` (a page's or screen's), ``properties``,
 #: ``user_agent``, ``source_id``; the session-so-far ``features``; enrichment (``browser``, ``os``, ``device_type``,
 #: ``country``, ``region``, ``asn``, ``datacenter``, ``crawler_pattern``); and ``user_id``: the event's own, or the
-#: one its device linked to earlier (identity at the edge).
+#: one its device linked to earlier (identity at the edge). The user agent's facts read ``ua``, its weighed evidence
+#: (:func:`streaming.bots.user_agent_evidence` of ``user_agent`` and ``browser``), bound once per event.
 INPUTS: tuple[str, ...] = ("type", "event", "name", "properties", "user_agent", "source_id", "features", "browser",
                            "os", "device_type", "country", "region", "asn", "datacenter", "crawler_pattern",
                            "user_id")
@@ -64,6 +66,23 @@ class Fact:
     doc: str
 
 
+#: User-agent facts → the reason each puts in the ledger's ``ua_reasons`` (:func:`ua_reasons`), which is what the
+#: warehouse reads them from (``ua_crawler`` is also a column of its own). ``UaEvidence`` has a field per reason.
+UA_REASONS: dict[str, str] = {"ua_crawler": "crawler", "ua_isbot": "isbot", "ua_self_identified": "self_identified",
+                              "ua_library": "library", "ua_missing": "missing", "ua_weak_pattern": "weak_pattern"}
+
+
+def ua_reasons(facts: dict[str, Any]) -> list[str] | None:
+    """The ledger's ``ua_reasons``: the user-agent facts that hold, by reason (None when none does)."""
+    return [reason for fact, reason in UA_REASONS.items() if facts[fact]] or None
+
+
+def _ua_fact(name: str, doc: str, *, sql: str | None = None) -> Fact:
+    reason = UA_REASONS[name]
+    in_ledger = f"coalesce(json_contains(json_extract(ledger, '$.ua_reasons'), '\"{reason}\"'), false)"
+    return Fact(name, "boolean", sql or in_ledger, f"ua.{reason}", doc)
+
+
 def _feature(name: str) -> Fact:
     return Fact(name, "number", f"f_{name}", f"features.get({name!r})",
                 f"session feature {name!r} (streaming.sessions; dbt: int_session_features)")
@@ -81,8 +100,16 @@ CATALOG: tuple[Fact, ...] = (
     Fact("revenue", "number", "revenue", "revenue(type, event, properties)",
          "an order's revenue, else total, else value (numbers only)"),
     Fact("user_agent", "string", "user_agent", "user_agent", "context.userAgent"),
-    Fact("ua_crawler", "boolean", "ua_crawler", "crawler_pattern is not None",
-         "the user agent matches a listed crawler pattern"),
+    _ua_fact("ua_crawler", "a crawler-user-agents pattern holds: one not known to match real browsers, or a weak "
+             "one on a user agent that does not parse as a known browser (streaming.bots)", sql="ua_crawler"),
+    _ua_fact("ua_isbot", "an isbot pattern holds (weighed as ua_crawler)"),
+    _ua_fact("ua_self_identified", "the user agent names itself a bot, crawler, spider, scanner, monitor ... or "
+             "carries a contact URL or e-mail (allow-listed browser tokens aside)"),
+    _ua_fact("ua_library", "an HTTP library or command-line client (curl, python-requests, Go-http-client, okhttp, "
+             "Java, ...)"),
+    _ua_fact("ua_missing", "no user agent at all"),
+    _ua_fact("ua_weak_pattern", "only list patterns known to also match real browsers, on a user agent that parses "
+             "as a known browser: evidence only with other evidence"),
     Fact("browser", "string", "browser", "browser", "ua-parser's browser family"),
     Fact("os", "string", "os", "os", "ua-parser's OS family"),
     Fact("device_type", "string", "device_type", "device_type", "mobile | tablet | desktop | ..."),
@@ -112,8 +139,9 @@ def _compile_derive() -> Callable[..., dict[str, Any]]:
     """One function that builds the facts dict from :data:`INPUTS`, generated from the catalog's Python expressions:
     a dict display costs ~1.5 µs per event where a call per fact costs ~4 (the hot path runs it on every event)."""
     items = ", ".join(f"{fact.name!r}: {fact.python}" for fact in CATALOG if fact.python is not None)
-    source = f"def derive(*, {', '.join(INPUTS)}):\n    return {{{items}}}\n"
-    namespace: dict[str, Any] = {"category": category, "revenue": revenue}
+    source = (f"def derive(*, {', '.join(INPUTS)}):\n    ua = user_agent_evidence(user_agent, browser)\n"
+              f"    return {{{items}}}\n")
+    namespace: dict[str, Any] = {"category": category, "revenue": revenue, "user_agent_evidence": user_agent_evidence}
     exec(compile(source, "<streaming.facts catalog>", "exec"), namespace)  # noqa: S102 - source built from CATALOG
     return namespace["derive"]  # type: ignore[no-any-return]
 

@@ -129,6 +129,7 @@ def decided_record(event: Event, *, link: Link, geo: Geo, device: Device, crawle
         shadow_rules_fired=verdict.shadow,
         scores=scores,
         crawler_pattern=crawler_pattern,
+        ua_reasons=fact_catalog.ua_reasons(facts),
         identity=link.identity,
         consent_note=consent_note,
         errors=[RuleError(rule=e["rule"], error=e["error"]) for e in errors] if errors else None,

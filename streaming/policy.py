@@ -303,20 +303,49 @@ def parse_policy(raw: bytes | str, **kwargs: Any) -> CompiledPolicy:
 def bootstrap_policy() -> dict[str, Any]:
     """Policy v1, what a fresh installation enforces before the warehouse has learned anything.
 
-    Listed crawlers, datacenter traffic with no dwell, and an obvious rate limit. Stealth bots with browser user
+    Bots the user agent gives away (the crawler-user-agents and isbot lists, weighed; agents that name themselves;
+    HTTP libraries; no user agent from a datacenter) and an obvious rate limit. Stealth bots with browser user
     agents and a moderate, regular rhythm pass it: that is what the loop is for.
     """
     doc: dict[str, Any] = {
         "policy_version": 1,
         "parent_version": None,
         "created_at": "2026-01-01T00:00:00Z",
-        "description": "bootstrap: listed crawlers and an obvious rate limit",
+        "description": "bootstrap: bots the user agent gives away and an obvious rate limit",
         "consent": {"region_defaults": DEFAULT_REGION_DEFAULTS,
                     "tcf_purposes": {k: list(v) for k, v in DEFAULT_TCF_MAPPING.items()}},
         "rules": [
+            # The user agent's sources, each a rule of its own, in order: a rule fires only where the ones before
+            # it did not, so ``rules_fired`` names the source that decided (the ledger's ``ua_reasons`` lists every
+            # source that holds) and each rule's backtest is what that source adds.
             {"id": "bot.ua_crawler", "kind": "bot", "mode": "enforce",
-             "description": "user agent matches the crawler-user-agents list",
+             "description": "user agent matches the crawler-user-agents list (a pattern known to match real "
+                            "browsers counts only on a user agent that does not parse as a known browser)",
              "when": {"==": [{"var": "ua_crawler"}, True]}},
+            {"id": "bot.ua_isbot", "kind": "bot", "mode": "enforce",
+             "description": "user agent matches isbot's pattern list (weighed alike), where the crawler list does "
+                            "not",
+             "when": {"and": [{"var": "ua_isbot"}, {"!": {"var": "ua_crawler"}}]}},
+            {"id": "bot.ua_self_identified", "kind": "bot", "mode": "enforce",
+             "description": "user agent names itself a bot, crawler, spider, scanner, monitor ... or carries a "
+                            "contact URL or e-mail, where no list matches",
+             "when": {"and": [{"var": "ua_self_identified"}, {"!": {"var": "ua_crawler"}},
+                              {"!": {"var": "ua_isbot"}}]}},
+            {"id": "bot.ua_library", "kind": "bot", "mode": "enforce",
+             "description": "an HTTP library or command-line client, where nothing above holds",
+             "when": {"and": [{"var": "ua_library"}, {"!": {"var": "ua_crawler"}}, {"!": {"var": "ua_isbot"}},
+                              {"!": {"var": "ua_self_identified"}}]}},
+            {"id": "bot.ua_weak_pattern", "kind": "bot", "mode": "enforce",
+             "description": "only list patterns known to also match real browsers, on a well-formed browser user "
+                            "agent: quarantined with a datacenter network or a machine's rate",
+             "when": {"and": [{"var": "ua_weak_pattern"},
+                              {"or": [{"var": "datacenter"},
+                                      {"and": [{">=": [{"var": "session_event_count"}, 10]},
+                                               {">": [{"var": "events_per_minute"}, 30]}]}]}]}},
+            {"id": "bot.ua_missing", "kind": "bot", "mode": "enforce",
+             "description": "no user agent at all, from a datacenter network (a server-side source or an import "
+                            "sends no user agent and, as a rule, no IP: it is not caught)",
+             "when": {"and": [{"var": "ua_missing"}, {"var": "datacenter"}]}},
             {"id": "bot.rate_flood", "kind": "bot", "mode": "enforce",
              "description": "more than 120 events per minute sustained over 10+ events",
              "when": {"and": [{">=": [{"var": "session_event_count"}, 10]},

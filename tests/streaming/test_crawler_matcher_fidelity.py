@@ -90,23 +90,39 @@ def test_the_compiled_matcher_decides_exactly_what_the_lists_own_python_matcher_
 
 
 def test_the_first_mile_quarantines_the_instances_its_crawler_list_was_built_from(policy):
-    """Train = test by construction (see the module docstring): a fidelity check of the decision path, not recall."""
+    """Train = test by construction (see the module docstring): a fidelity check of the decision path, not recall.
+
+    Weighed, not OR-ed (``streaming.bots``): an instance whose crawler pattern is one the generated weak list names
+    (it also matches real browsers: ``AP3A\\.240617\\.008``, ``Sogou`` ...) counts for the list only when the user
+    agent does not parse as a known browser; otherwise another source decides, or it passes with ``weak_pattern``
+    in the ledger (a datacenter network or a machine's rate would quarantine it: ``tests/streaming/test_bots.py``).
+    """
+    weak = bots.ua_sources.weak_patterns("crawler-user-agents")
     instances = crawler_instances()
     assert len(instances) > 1000, "the crawler-user-agents list ships its instances"
     started = time.perf_counter()
-    missed = []
+    missed, weighed = [], []
     for i, (pattern, ua) in enumerate(instances):
         out = decide(policy, i, ua)
-        if out.topic != topics.QUARANTINE:
-            missed.append((pattern, ua, out.topic))
+        pattern_found = out.value["ledger"]["crawler_pattern"]
+        if out.topic == topics.QUARANTINE and "bot.ua_crawler" in out.value["bot_reasons"]:
+            continue
+        if pattern_found in weak:
+            weighed.append((pattern_found, ua, out.topic, out.value["bot_reasons"]))
+            assert out.topic == topics.QUARANTINE or "weak_pattern" in out.value["ledger"]["ua_reasons"]
         else:
-            assert "bot.ua_crawler" in out.value["bot_reasons"]
+            missed.append((pattern, ua, out.topic))
     elapsed = time.perf_counter() - started
-    print(f"\ncrawler instances (the list's own examples): {len(instances)}, quarantined "
-          f"{len(instances) - len(missed)}; {elapsed / len(instances) * 1e6:.0f} us/decision (uncached user agents)")
+    print(f"\ncrawler instances (the list's own examples): {len(instances)}, quarantined by the list "
+          f"{len(instances) - len(missed) - len(weighed)}, matched only by a weak pattern on a browser-shaped user "
+          f"agent {len(weighed)} ({sum(1 for w in weighed if w[2] == topics.QUARANTINE)} quarantined by another "
+          f"source); {elapsed / len(instances) * 1e6:.0f} us/decision (uncached user agents)")
+    for pattern, ua, topic, reasons in weighed:
+        print(f"  weighed: pattern {pattern!r} ua {ua!r} -> {topic} {reasons}")
     for pattern, ua, topic in missed[:10]:
         print(f"  missed: pattern {pattern!r} ua {ua!r} -> {topic}")
     assert not missed, missed[:20]
+    assert len(weighed) < 0.02 * len(instances)
 
 
 def test_no_bundled_fake_useragent_browser_is_flagged(policy):

@@ -18,7 +18,9 @@ def _v(version: int, **changes):
 def test_bootstrap_policy_compiles_with_its_rules_and_routes():
     policy = compile_policy(bootstrap_policy())
     assert policy.version == 1
-    assert [r.id for r in policy.bot_rules] == ["bot.ua_crawler", "bot.rate_flood"]
+    assert [r.id for r in policy.bot_rules] == ["bot.ua_crawler", "bot.ua_isbot", "bot.ua_self_identified",
+                                                "bot.ua_library", "bot.ua_weak_pattern", "bot.ua_missing",
+                                                "bot.rate_flood"]
     assert {r.destination for r in policy.routes} == {"dest.warehouse", "dest.marketing", "dest.sales"}
 
 
