@@ -56,7 +56,7 @@ bench-bots: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_bots.py $(BENCH_ARGS)
 
 test-browser: $(STAMP)
-	$(BIN)/python -m pytest -q -m browser tests/orchestration/test_uis.py
+	$(BIN)/python -m pytest -q -m browser tests/orchestration/test_uis.py tests/streaming/test_serving_inspector.py
 
 reliability: $(STAMP)
 	$(BIN)/python tests/reliability/run_all.py

@@ -54,12 +54,16 @@ def profile_outputs(record: dict[str, Any], state: State, policy: CompiledPolicy
     if record.get("raw_offset") is not None and offsets.get(part, -1) < record["raw_offset"]:
         offsets = {**offsets, part: record["raw_offset"]}
         state.set("offsets", offsets)
+    user_id = record.get("user_id")
+    if user_id and state.get("user_id") != user_id:
+        state.set("user_id", user_id)
+    user_id = user_id or state.get("user_id")  # an anonymous event after a login keeps the profile's user id
     segment_id = state.get("segment")
     action = next((s.action for s in policy.segments if s.id == segment_id), None) if segment_id else None
     ledger = record["ledger"]
     out.append(Output(topics.PROFILES, profile_id, {
         "profile_id": profile_id,
-        "user_id": record.get("user_id"),
+        "user_id": user_id,
         "devices": devices,
         "consent": granted,
         "segment": segment_id,

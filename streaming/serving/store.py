@@ -111,7 +111,10 @@ class ProfileStore:
                 if value is None:
                     batch.delete(b"d:" + key)  # type: ignore[operator]
                 else:
-                    batch.put(b"d:" + key, orjson.loads(value)["profile_id"].encode())  # type: ignore[operator]
+                    profile_id = orjson.loads(value)["profile_id"]
+                    batch.put(b"d:" + key, profile_id.encode())  # type: ignore[operator]
+                    # a new visitor's read waits for its device to be known: the view may have landed first
+                    changed = profile_id
             elif table == topics.CONTROL_ERASURE and k and value is not None:
                 batch.put(b"e:" + key, b"1")  # type: ignore[operator]
                 for prefix in (b"p:", b"r:", b"d:"):

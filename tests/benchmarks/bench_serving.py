@@ -36,7 +36,7 @@
    topics) per 100k, with the store's size on disk beside it.
 
 Prints the report and writes JSON (``--json``, default ``data/benchmarks/serving.json``). ``--quick``: small sizes,
-a smoke test of the script (~2.5 min).
+a smoke test of the script (~1.5 min).
 
     .venv/bin/python tests/benchmarks/bench_serving.py [--quick] [--parts lookups,freshness,catchup]
         [--profiles 100000] [--catchup-profiles 1000000] [--rate 1000] [--duration 15] [--rounds 2]

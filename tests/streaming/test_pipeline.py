@@ -340,3 +340,14 @@ def test_both_stages_decide_an_event_with_one_policy_version_across_a_swap():
     assert topics.DEST_WAREHOUSE not in [o.topic for o in fallback]  # v2's routing: the warehouse route is off
     assert all(o.value["ledger"]["policy_version"] == -5 and o.value["ledger"]["routed_by_policy_version"] == 2
                for o in fallback)
+
+
+def test_the_live_view_keeps_the_profiles_user_id_and_devices_after_an_anonymous_event(policy):
+    hot = Hot(policy)
+    hot.send(wire(0, anon="d-v", user="u-view", type_="identify"), key="d-v")
+    hot.send(wire(1, anon="d-v"), key="d-v")  # anonymous, after the login: same profile
+    views = [o.value for o in hot.served if o.topic == topics.PROFILES]
+    devices = [o for o in hot.served if o.topic == topics.PROFILE_DEVICES]
+    assert [v["user_id"] for v in views] == ["u-view", "u-view"] and views[-1]["devices"] == ["d-v"]
+    assert len(devices) == 1 and devices[0].value["profile_id"] == "u-view"  # published once per device
+    assert views[-1]["offsets"] == {"0": 2}
