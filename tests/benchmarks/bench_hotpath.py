@@ -459,7 +459,7 @@ def passthrough_app(settings: Any, address: str, state_dir: str) -> Any:
 
 
 def skeleton_device(raw: bytes | None, state: Any, policy: Any, *, secret: bytes, origin: Any,
-                    key: bytes | None) -> Any:
+                    key: bytes | None, control: Any = None) -> Any:
     """Stage 1 of the ``skeleton`` variant: one state read and write per event, a small record, no decisions."""
     from streaming.pipeline import Output
 
@@ -470,7 +470,7 @@ def skeleton_device(raw: bytes | None, state: Any, policy: Any, *, secret: bytes
                                        "raw_offset": origin.offset, "n": seen["n"]})
 
 
-def skeleton_profile(record: dict[str, Any], state: Any, policy: Any) -> list[Any]:
+def skeleton_profile(record: dict[str, Any], state: Any, policy: Any, control: Any = None) -> list[Any]:
     from streaming import settings as topics
     from streaming.pipeline import Output
 
