@@ -4,9 +4,10 @@
   list, isbot's pattern list, a generic self-identification rule, HTTP libraries) compiled once into one Hyperscan
   database (one scan per new user agent, a few µs, bounded for randomized user agents) with an LRU cache on top,
   and weighed, not OR-ed: a list pattern known to also match real browsers (the generated weak list) counts only on
-  a user agent that does not parse as a known browser, and never on its own when it also matched a real browser
-  that parses as none; otherwise it is ``weak_pattern`` evidence, which the policy's rules combine with the network
-  or the behaviour. No user agent at all is a reason of its own. Each reason is a fact (``ua_crawler``,
+  a user agent that does not parse as a known browser nor names an embedded device's browser platform (a TV's, a
+  feature phone's: :data:`streaming.ua_sources.DEVICE_BROWSER`), and never on its own when it also matched a real
+  browser that parses as none; otherwise it is ``weak_pattern`` evidence, which the policy's rules combine with the
+  network or the behaviour. No user agent at all is a reason of its own. Each reason is a fact (``ua_crawler``,
   ``ua_isbot``, ``ua_self_identified``, ``ua_library``, ``ua_missing``, ``ua_weak_pattern``) and the ledger lists
   those that hold (``ua_reasons``), so the warehouse can score each source.
 * Datacenter networks: the ASN name of the client IP (offline geo database) against known hosting providers.
@@ -50,7 +51,7 @@ class UaScan(NamedTuple):
     #: sources with a pattern that holds on its own
     strong: int
     #: list sources without a strong match, matched by a weak pattern (counts unless the user agent parses as a
-    #: known browser)
+    #: known browser); none when the user agent names a device browser's platform (those are ``never_alone``)
     weak: int
     #: list sources without a strong or weak match, matched by a pattern that never counts on its own
     never_alone: int
@@ -62,8 +63,9 @@ _STRONG, _WEAK, _NEVER_ALONE = 0, 1, 2
 
 
 #: The database id's kind: the source's pattern is exact, is a prefilter its ``re`` confirms, or is exact unless an
-#: allow-listed token is present (the generic rules read the blanked string); or an allow-list token itself.
-_EXACT, _PREFILTERED, _BLANKED, _ALLOW = 0, 1, 2, 3
+#: allow-listed token is present (the generic rules read the blanked string); or an allow-list token itself; or a
+#: device-browser token (:data:`ua_sources.DEVICE_BROWSER`: the weak patterns' matches do not count alone).
+_EXACT, _PREFILTERED, _BLANKED, _ALLOW, _DEVICE = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +76,7 @@ class _Compiled:
     index: int
     #: ``_STRONG``, ``_WEAK`` or ``_NEVER_ALONE`` (the generated weak-pattern list)
     strength: int
-    #: ``_EXACT``, ``_PREFILTERED``, ``_BLANKED`` or ``_ALLOW``
+    #: ``_EXACT``, ``_PREFILTERED``, ``_BLANKED``, ``_ALLOW`` or ``_DEVICE``
     kind: int
     #: the source's ``re`` pattern (what a prefiltered or blanked hit is confirmed with)
     regex: re.Pattern[str] | None
@@ -88,7 +90,8 @@ class CrawlerMatcher:
     compiled as a prefilter and each hit confirmed with ``re``; one it rejects even so falls back to ``re`` alone
     (scanned for every user agent: the tests require there be none). The generic rules read the user agent with
     allow-listed browser tokens blanked: those tokens are in the database too, and only when one of them is present
-    is a generic rule's hit confirmed with ``re`` over the blanked string (blanking can only remove matches)."""
+    is a generic rule's hit confirmed with ``re`` over the blanked string (blanking can only remove matches). The
+    device-browser tokens are in it too: where one is present, a weak pattern's match never counts on its own."""
 
     def __init__(self, patterns: Sequence[str] | None = None, *,
                  sources: Sequence[PatternSource] | None = None) -> None:
@@ -101,7 +104,7 @@ class CrawlerMatcher:
             sources = (crawler, ua_sources.isbot(), ua_sources.self_identified(), ua_sources.library())
         self.sources = tuple(sources)
         self.patterns: list[str] = list(next(s.patterns for s in self.sources if s.name == "crawler-user-agents"))
-        weak = {s.name: ua_sources.weak_patterns(s.name) for s in self.sources if s.name in ua_sources.LISTS}
+        weak = {s.name: ua_sources.weak_patterns(s.name) for s in self.sources}
         strengths = {"weak": _WEAK, "never_alone": _NEVER_ALONE}
         self.entries: list[_Compiled] = []
         expressions: list[bytes] = []
@@ -124,6 +127,10 @@ class CrawlerMatcher:
                 self.entries.append(_Compiled(0, i, _STRONG, _ALLOW, None))
                 expressions.append(pattern.encode())
                 flags.append(caseless)
+        for i, pattern in enumerate(ua_sources.DEVICE_BROWSER):
+            self.entries.append(_Compiled(0, i, _STRONG, _DEVICE, None))
+            expressions.append(pattern.encode())
+            flags.append(caseless)
         #: (id, pattern) matched with ``re`` alone: Hyperscan rejected even its prefilter
         self.fallback: list[tuple[int, re.Pattern[str]]] = []
         self.db = self._compile(expressions, flags)
@@ -156,15 +163,16 @@ class CrawlerMatcher:
             except hyperscan.error:  # type: ignore[attr-defined]
                 pass
             entry = self.entries[i]
-            regex = entry.regex or re.compile(ua_sources.SELF_IDENTIFIED_ALLOW[entry.index],
-                                              ua_sources.CASELESS_ASCII)
+            tokens = ua_sources.DEVICE_BROWSER if entry.kind == _DEVICE else ua_sources.SELF_IDENTIFIED_ALLOW
+            regex = entry.regex or re.compile(tokens[entry.index], ua_sources.CASELESS_ASCII)
             if entry.kind == _EXACT:  # a blanked rule's hits are confirmed anyway, over the blanked string
                 self.entries[i] = _Compiled(entry.bit, entry.index, entry.strength, _PREFILTERED, regex)
             try:
                 hyperscan.Database().compile(expressions=[expressions[i]], ids=[i],
                                              flags=flags[i] | hyperscan.HS_FLAG_PREFILTER)
-                if entry.kind in (_BLANKED, _ALLOW):
-                    raise ValueError("a generic rule or allow-list token must compile exactly: without look-arounds")
+                if entry.kind in (_BLANKED, _ALLOW, _DEVICE):
+                    raise ValueError("a generic rule, allow-list or device-browser token must compile exactly: "
+                                     "without look-arounds")
                 flags[i] |= hyperscan.HS_FLAG_PREFILTER
                 kept.append(i)
             except hyperscan.error as exc:  # type: ignore[attr-defined]
@@ -200,12 +208,13 @@ class CrawlerMatcher:
         return None
 
     def _hits(self, user_agent: str) -> list[int]:
-        """Every database id whose pattern holds (candidates confirmed; allow-list tokens left out)."""
+        """Every database id whose pattern holds (candidates confirmed; allow-list and device-browser tokens left
+        out)."""
         found = self._found(user_agent)
         if not found:
             return found
         blanked = self._blanked(found, user_agent)
-        return [i for i in found if self._kind[i] != _ALLOW and self._confirmed(i, user_agent, blanked)]
+        return [i for i in found if self._kind[i] not in (_ALLOW, _DEVICE) and self._confirmed(i, user_agent, blanked)]
 
     def _scan_uncached(self, user_agent: str) -> UaScan:
         found = self._found(user_agent)
@@ -215,13 +224,15 @@ class CrawlerMatcher:
         strong = weak = never = 0
         crawler: list[str | None] = [None, None, None]
         pending: list[int] = []
-        allowed = False
+        allowed = device = False
         kind, bit, strength, index = self._kind, self._bit, self._strength, self._index
         for i in found:  # exact hits first: they settle most sources without an `re` confirm
             k = kind[i]
             if k != _EXACT:
                 if k == _ALLOW:
                     allowed = True
+                elif k == _DEVICE:
+                    device = True
                 else:
                     pending.append(i)
                 continue
@@ -260,6 +271,8 @@ class CrawlerMatcher:
                 crawler[level] = self.patterns[index[i]]
         if not strong | weak | never:
             return _NOTHING
+        if device:  # an embedded device's browser ua-parser may not know: a weak match is no more than a hint
+            never, weak = never | weak, 0
         return UaScan(crawler[0] or crawler[1] or crawler[2], strong, weak & ~strong, never & ~strong & ~weak)
 
     def scan(self, user_agent: str | None) -> UaScan:
@@ -278,6 +291,11 @@ class CrawlerMatcher:
     def match(self, user_agent: str | None) -> str | None:
         """The crawler-user-agents pattern ``user_agent`` matches (a strong one when there is one), or None."""
         return self._match(user_agent).crawler_pattern if user_agent else None
+
+    def device_browser(self, user_agent: str) -> list[int]:
+        """Indices of the :data:`ua_sources.DEVICE_BROWSER` tokens the database finds (uncached; the differential
+        test's view)."""
+        return sorted({self._index[i] for i in self._found(user_agent) if self._kind[i] == _DEVICE})
 
     def matches(self, user_agent: str) -> dict[str, list[int]]:
         """Source name → indices of its patterns that match (uncached; the differential test's view)."""
@@ -313,8 +331,8 @@ class UaEvidence(NamedTuple):
     #: no user agent at all
     missing: bool
     #: only list patterns known to match real browsers, that do not count on their own here (the user agent parses
-    #: as a known browser, or the pattern also matched one that parses as none): evidence only together with other
-    #: evidence (the network, the behaviour)
+    #: as a known browser or names a device browser's platform, or the pattern also matched a browser that parses
+    #: as none): evidence only together with other evidence (the network, the behaviour)
     weak_pattern: bool
 
 

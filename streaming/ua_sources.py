@@ -11,7 +11,12 @@ semantics its reference matcher gives it in Python ``re``.
   browsers and devices that contain such words are blanked (:data:`SELF_IDENTIFIED_ALLOW`: the device model slot
   of an Android user agent, ``CUBOT`` phones, old browsers that print their home page ...).
 * ``library``: an HTTP library or command-line client (curl, python-requests, Go-http-client, okhttp, Java,
-  libwww-perl, axios, node-fetch, Scrapy, wget, ...), read after the same blanking.
+  libwww-perl, axios, node-fetch, Scrapy, wget, ...), Office's link probes, a lone ``Name/version`` product token,
+  read after the same blanking.
+
+A generic rule that describes a shape a browser can also have (:data:`SHAPES`) counts like a list's weak pattern;
+and a user agent that names an embedded device's browser platform (:data:`DEVICE_BROWSER`: a TV's, a feature
+phone's, which ua-parser mostly does not know) takes the weak patterns' power to count on their own away.
 
 Two lists are generated, not hand-kept (``ua_weak_patterns.json``, by ``tests/bots/generate_weak_patterns.py`` from
 the tuning half of the labelled corpus): the *weak* patterns of both lists (they also match real browsers: a device
@@ -48,10 +53,28 @@ SELF_IDENTIFIED: tuple[str, ...] = (
     # Google's service agents name themselves Google-<service>, also inside a browser's "(KHTML, like Gecko; ...)"
     r"\bgoogle-[a-z]|\(khtml, like gecko[;,] ?google",
     r"https?://|\bwww\.[a-z0-9-]+\.[a-z]{2,}",
-    r"[a-z0-9._%+-]@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}\b",  # one character before the @ is enough
+    # one character before the @ is enough; ``root@localhost`` is the address an unconfigured crawler (ht://Dig,
+    # wget-based mirrors) prints when nobody set one: a contact address all the same
+    r"[a-z0-9._%+-]@(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}|localhost)\b",
     # an address spelled out against harvesters: "crawler at example dot com"
     r"\b(?:at|@) ?[a-z0-9-]+ ?(?:\.|dot) ?(?:com|net|org|de|fr|ru|io|edu)\b",
+    # the crawler convention for a contact: "(compatible; Name/1.0; +http://...)"; the "+" is there even when what
+    # follows is not a URL ("+prospeccao-adtech"). A browser's compatible comment never has it (MSIE, Konqueror)
+    r"\(compatible;[^)]*; \+",
+    # a "(compatible; ...)" comment appended after a browser's product tokens: how an agent that imitates a browser
+    # names itself (Googlebot's smartphone agent does so: "... Mobile Safari/537.36 (compatible; Googlebot/2.1)");
+    # browsers put their compatible comment first, right after "Mozilla/x.y"
+    r"(?:safari|chrome|firefox|gecko)/[\d.]+ \(compatible;",
+    # agents that fetch a page for something other than a reader in front of it, and say so: translation proxies
+    # (Yandex.Translate, Google Translate's proxy) and cache preloaders / warmers (WP Rocket's "Homepage Preload")
+    r"\btranslat(?:e|or|ion)|\bpreload|\bprefetch|\bcache[ -]?warm",
 )
+
+#: A lone product token, "Name/version" and nothing else: the default of HTTP clients and tools (curl/8.4.0,
+#: Go-http-client/1.1, ImageVisu/v4.x.x). Browsers, webviews and app HTTP stacks name their platform or engine as
+#: well (a comment, CFNetwork/ Darwin/, Dalvik/ (Linux; ...), Profile/MIDP-2.0 ...), but a few minimal browsers send
+#: their product alone (Dillo/3.0.5): a shape, not a name, so it is one of :data:`SHAPES`.
+LONE_PRODUCT = r"^[a-z][\w.-]*/[^\s/]+$"
 
 #: HTTP libraries and command-line clients (caseless ASCII), at the start of the user agent or of a product token.
 LIBRARY: tuple[str, ...] = (
@@ -63,7 +86,19 @@ LIBRARY: tuple[str, ...] = (
     r"resty|httpunit|htmlunit|alamofire/|reactornetty/|ureq/|kubectl/)\b",
     r"^(?:java/|ruby\b|go \d|perl\b|lua-resty|libfetch|fetch/\d|http_request|requests/\d)",
     r"http[ _\\-]?client",
+    # .NET's SOAP client (SoapHttpClientProtocol) and Office's link probes: Office for Windows checks a link before
+    # it opens it ("Microsoft Office Protocol Discovery" / "Existence Discovery"), Office for Mac does it as
+    # "Mozilla/5.0 (Macintosh; Intel Mac OS X) Word/14.0.0" (an application after the platform, no rendering
+    # engine): requests no reader sees, the page view comes from the browser the link is then handed to
+    r"ms web services client protocol|microsoft office (?:protocol|existence) discovery|"
+    r"\) (?:word|excel|powerpoint|outlook)/\d",
+    LONE_PRODUCT,
 )
+
+#: Generic rules that describe a shape a real browser's user agent can also have, rather than a word an agent uses
+#: for itself: weak by declaration (a match counts on its own only on a user agent that does not parse as a known
+#: browser nor names a device browser's platform, like a list's weak pattern).
+SHAPES: frozenset[str] = frozenset({LONE_PRODUCT})
 
 #: Tokens of real browsers and devices that contain a self-identification or library word, blanked before those
 #: two rules read the user agent (same length, letters: word boundaries stay where they were). Hand-kept: each
@@ -71,9 +106,10 @@ LIBRARY: tuple[str, ...] = (
 SELF_IDENTIFIED_ALLOW: tuple[str, ...] = (
     # the device model slot of an Android user agent that holds one of the rules' words (``Android 10; CUBOT J9``,
     # ``Android 7.0; M bot 60 Build``, ``Android 4.4.2; Forward Ruby Build``): a phone's name, never an agent's
-    # (a slot without such a word is left as it is: blanking it would change nothing, and costs a scan)
+    # (a slot without such a word is left as it is: blanking it would change nothing, and costs a scan; and a slot
+    # that calls itself a screenshot generator is a page renderer's emulated device, so "screen" is not blanked)
     r"android [\w.]+;(?: [a-z]{2}(?:[-_][a-z]{2})?;)? [^;)]*?(?:bot|crawl|spider|scan|scrap|monitor|check|fetch|"
-    r"probe|valid|index|archiv|harvest|sniff|uptime|headless|thumb|screen|ruby|java|perl|php|python|curl|wget|"
+    r"probe|valid|index|archiv|harvest|sniff|uptime|headless|thumb|ruby|java|perl|php|python|curl|wget|"
     r"go \d|node|http|client|request|@|www\.)[^;)]*",
     r"cubot",                               # CUBOT phones outside the model slot
     r"camscanner/",                         # CamScanner's in-app browser
@@ -81,6 +117,20 @@ SELF_IDENTIFIED_ALLOW: tuple[str, ...] = (
     # old browsers that print their home page in the user agent
     r"https?://(?:www\.)?(?:avantbrowser\.com|bsalsa\.com|qtweb\.net|orcabrowser\.com)",
     r"\(ecosia (?:android|ios)@[\d.]+\)",   # Ecosia's app appends ``android@<version>``
+)
+
+#: Tokens that name the web platform of an embedded device's browser, caseless ASCII: TVs, set-top boxes and feature
+#: phones, whose browsers ua-parser mostly does not know (so its family cannot vouch for them) and whose user agents
+#: are often bare enough to fit a list's generic shapes (isbot's "one product token only"). A weak list pattern does
+#: not count on its own on a user agent that names one of these (as on one that parses as a known browser): only
+#: with other evidence. Strong patterns and the generic rules are unaffected. Hand-kept: each entry names what it is.
+DEVICE_BROWSER: tuple[str, ...] = (
+    r"smart-?tv|hbbtv",                    # smart TVs ("smarttv_AFTMM_Build_..._Chromium_59", HbbTV/1.1.1)
+    r"chromium",                           # a Chromium build named as such (TV and set-top box browsers)
+    r"\bwap\b|\bmaui\b|up\.browser",        # WAP browsers, MediaTek's MAUI feature-phone platform, Openwave
+    r"midp|cldc",                          # J2ME phones: Profile/MIDP-2.0 Configuration/CLDC-1.1
+    r"netfront|obigo",                     # embedded browser engines of phones, TVs and cars
+    r"browser/\d|\bopera/\d",              # a browser's own product token with its version ("nook browser/1.0")
 )
 
 #: How much a pattern's match counts: on its own, unless the user agent parses as a known browser, or never alone.
@@ -144,6 +194,15 @@ def blank_allowed(user_agent: str, only: Iterable[int] | None = None) -> str:
     return user_agent
 
 
+DEVICE_BROWSER_PATTERNS: tuple[re.Pattern[str], ...] = tuple(re.compile(p, CASELESS_ASCII) for p in DEVICE_BROWSER)
+
+
+def names_device_browser(user_agent: str) -> bool:
+    """Whether ``user_agent`` names an embedded device's browser platform (:data:`DEVICE_BROWSER`), in ``re``: the
+    reference the matcher's Hyperscan scan is checked against, and what the weak-list generator reads."""
+    return any(p.search(user_agent) for p in DEVICE_BROWSER_PATTERNS)
+
+
 def _xs(match: re.Match[str]) -> str:
     return "x" * (match.end() - match.start())
 
@@ -159,7 +218,10 @@ def weak_document() -> dict[str, Any]:
 def weak_patterns(source: SourceName) -> dict[str, Strength]:
     """The patterns of ``source`` (as the source publishes them) known to match real browsers: ``weak`` (counts on
     its own only on a user agent that does not parse as a known browser) or ``never_alone`` (it also matched a
-    real browser that parses as none)."""
+    real browser that parses as none). A list's are generated (``ua_weak_patterns.json``); the generic rules' are
+    the :data:`SHAPES` among them."""
+    if source not in LISTS:
+        return {p: "weak" for p in SELF_IDENTIFIED + LIBRARY if p in SHAPES}
     return {entry["pattern"]: "never_alone" if entry["never_alone"] else "weak"
             for entry in weak_document()["weak"].get(source, [])}
 

@@ -1,7 +1,8 @@
 """Hyperscan against Python ``re``, pattern by pattern: the compiled matcher (``streaming.bots.CrawlerMatcher``)
 must report, for every user agent, exactly the patterns of every source that ``re`` finds with the source's own
 semantics (``streaming.ua_sources.PatternSource``: its ``re`` spelling and flags; the generic rules over the
-allow-list-blanked string).
+allow-list-blanked string); and the device-browser tokens (``streaming.ua_sources.DEVICE_BROWSER``, which take the
+weak patterns' power away) are found by both alike.
 
 Where a pattern needs another spelling for ``re`` than its source publishes (isbot's JavaScript), the vendored JSON
 carries the rewrite and its reason (``streaming/ua_isbot.json``, ``rewritten``); Hyperscan compiles the same
@@ -49,13 +50,16 @@ def disagreements(user_agents: Iterable[str], matcher: bots.CrawlerMatcher | Non
     """(every disagreement as a line of text, the number of pattern checks made)."""
     matcher = matcher or bots.crawler_matcher()
     compiled = [(source, _chunks(source)) for source in matcher.sources]
-    n_patterns = sum(len(source.patterns) for source in matcher.sources)
+    n_patterns = sum(len(source.patterns) for source in matcher.sources) + len(ua_sources.DEVICE_BROWSER)
     found: list[str] = []
     checks = 0
     for ua in user_agents:
         checks += n_patterns
         expected = reference(ua, compiled)
         actual = matcher.matches(ua)
+        devices = [i for i, pattern in enumerate(ua_sources.DEVICE_BROWSER_PATTERNS) if pattern.search(ua)]
+        if matcher.device_browser(ua) != devices:
+            found.append(f"device-browser tokens: Hyperscan {matcher.device_browser(ua)}, re {devices} on {ua!r}")
         for source in matcher.sources:
             if expected[source.name] != actual[source.name]:
                 extra = sorted(set(actual[source.name]) - set(expected[source.name]))

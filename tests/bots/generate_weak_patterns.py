@@ -8,9 +8,11 @@ From the *tuning* half of the labelled corpus only (``tests/bots/corpus.py``: th
    known browser's when at least 3 tuning browsers parse as it and browsers outnumber bots at least two to one.
 2. Weak patterns: every pattern of both lists (crawler-user-agents, isbot) run over every tuning browser; a
    pattern that matches one is weak (a build id, a phone model, a browser's own name): it counts on its own only on
-   a user agent that does not parse as a known browser. One that also matches tuning browsers that themselves parse
-   as no known browser (a feature phone's WAP browser, a TV's, a device named "M bot") never counts on its own
-   (``never_alone``: only with the network or the behaviour), unless on the tuning user agents that parse as no
+   a user agent that does not parse as a known browser nor names an embedded device's browser platform
+   (``streaming.ua_sources.DEVICE_BROWSER``: a TV's, a feature phone's). One that also matches tuning browsers that
+   parse as no known browser (a feature phone's WAP browser, a TV's, a device named "M bot"; also where it names a
+   device platform: a pattern that hits one unknown device is likely to hit others that name none) never counts on
+   its own (``never_alone``: only with the network or the behaviour), unless on the tuning user agents that parse as no
    known browser it alone catches at least :data:`BOTS_PER_BROWSER` bots per browser it matches.
 
     .venv/bin/python tests/bots/generate_weak_patterns.py

@@ -166,3 +166,51 @@ def test_a_plain_browser_has_no_reason_and_no_ledger_key(policy):
                        "Version/17.4 Safari/605.1.15")
     assert out.topic == "profile"
     assert "ua_reasons" not in out.value["ledger"]
+
+
+#: A TV browser ua-parser does not know: one bare token, the shape isbot's weak "one product only" pattern describes.
+FIRE_TV = "smarttv_AFTMM_Build_535062120_Chromium_59.0.2883.91"
+
+
+def test_a_tv_browser_that_only_a_weak_pattern_matches_passes_because_it_names_its_device_platform(policy):
+    assert bots.crawler_matcher().scan(FIRE_TV).never_alone, "a weak list pattern matches, and never alone here"
+    out = send(policy, FIRE_TV)
+    assert out.topic == "profile", out.value["bot_reasons"]
+    assert reasons(out) == ["weak_pattern"]
+    # with other evidence it still counts
+    assert send(policy, FIRE_TV, ip=DATACENTER).value["bot_reasons"] == ["bot.ua_weak_pattern"]
+
+
+def test_the_same_weak_pattern_on_an_agent_that_names_no_device_platform_counts_on_its_own(policy):
+    out = send(policy, "FDM 5.1.38")
+    assert out.topic == topics.QUARANTINE
+    assert out.value["bot_reasons"] == ["bot.ua_isbot"]
+
+
+@pytest.mark.parametrize(("ua", "reason"), [
+    # contact markers: an unconfigured crawler's local address, the "+" of a compatible comment
+    ("mirror-tool/2.0 (webmaster@localhost)", "self_identified"),
+    ("Mozilla/5.0 (compatible; Prospect/1.0; +adtech team) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 "
+     "Safari/537.36", "self_identified"),
+    # a compatible comment appended after a browser's tokens
+    ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 "
+     "Mobile/15E148 Safari/604.1 (compatible; SiteAudit)", "self_identified"),
+    # agents that fetch for something other than a reader: a translation proxy, a cache preloader
+    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 "
+     "Safari/537.36 Example.Translate", "self_identified"),
+    ("SiteCache/Homepage Preload", "self_identified"),
+    # .NET's SOAP client, Office for Mac's link probe, a lone product token
+    ("Mozilla/4.0 (compatible; MSIE 6.0; MS Web Services Client Protocol 4.0.30319.42000)", "library"),
+    ("Mozilla/5.0 (Macintosh; Intel Mac OS X) PowerPoint/16.78.0", "library"),
+    ("ImageTool/v2.x", "library"),
+])
+def test_generic_rules_catch_agents_no_list_names(policy, ua, reason):
+    out = send(policy, ua)
+    assert out.topic == topics.QUARANTINE, reasons(out)
+    assert reason in reasons(out)
+
+
+def test_a_lone_product_token_is_a_shape_that_does_not_count_on_a_known_browser():
+    """``Firefox/124.0`` alone parses as Firefox: the shape is weak, as a list's weak pattern is."""
+    assert bots.user_agent_evidence("ImageTool/2.0", None).library
+    assert not bots.user_agent_evidence("Firefox/124.0", "Firefox").library

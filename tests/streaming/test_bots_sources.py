@@ -32,7 +32,8 @@ def matcher() -> bots.CrawlerMatcher:
 def test_every_pattern_of_every_source_is_in_the_one_database_and_none_falls_back_to_re(matcher):
     sources = {s.name: len(s.patterns) for s in matcher.sources}
     assert set(sources) == {"crawler-user-agents", "isbot", "self_identified", "library"}
-    assert sum(sources.values()) + len(ua_sources.SELF_IDENTIFIED_ALLOW) == len(matcher.entries)
+    assert (sum(sources.values()) + len(ua_sources.SELF_IDENTIFIED_ALLOW) + len(ua_sources.DEVICE_BROWSER)
+            == len(matcher.entries))
     assert matcher.fallback == []
     # only look-arounds need a confirming `re` (isbot's (?<!lib)http, (?<! cu)bots?, java(?!;) ...)
     prefiltered = [matcher.sources[1].patterns[e.index] for e in matcher.entries if e.kind == 1]
