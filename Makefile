@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-unit lint up bench-collector bench-hotpath bench-warehouse bench-student bench-control bench-delivery bench-serving bench-bots reliability clean
+.PHONY: install demo test test-unit lint up bench-collector bench-hotpath bench-warehouse bench-student bench-control bench-delivery bench-serving bench-bots live-sessions reliability clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ bench-delivery: $(STAMP)
 
 bench-bots: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_bots.py $(BENCH_ARGS)
+
+# Visitors who respond: plays the scenario now against a running `firstmile up` (README: the live mode), e.g.
+# make live-sessions LIVE_ARGS="--url http://127.0.0.1:8080 --write-key KEY --read-key SERVER_OR_PUBLISHABLE_KEY"
+live-sessions: $(STAMP)
+	$(BIN)/python -m streaming.simulator --live $(LIVE_ARGS)
 
 test-browser: $(STAMP)
 	$(BIN)/python -m pytest -q -m browser tests/orchestration/test_uis.py tests/streaming/test_serving_inspector.py

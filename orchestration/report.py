@@ -14,6 +14,8 @@ This module is the table of contents; each step is a module named for what it co
 * :mod:`orchestration.session_moments` — when sessions qualify for personalization and sales;
 * :mod:`orchestration.headline_counts` — the six counts, first mile beside batch only;
 * :mod:`orchestration.pattern_enforcement` — a new bot pattern: first appearance → enforced, on each path;
+* :mod:`orchestration.in_session_serving` — the simulator's live run: decisions served in-session, their
+  freshness, and conversions where they were shown, beside what the nightly run could have shown;
 * :mod:`orchestration.latency_impact` (numbers and text) and :mod:`orchestration.report_html` (HTML, plots, JSON).
 
 **The batch-only architecture** (what "decisions applied at the next nightly run" means here): a CDP forwards each
@@ -38,6 +40,7 @@ from orchestration.batch_only import batch_deliveries
 from orchestration.consent_checks import recomputed_consent, revocations
 from orchestration.decided_events import read_decided
 from orchestration.headline_counts import headline_counts
+from orchestration.in_session_serving import in_session_serving
 from orchestration.latency_impact import CONSENT_FROM_TRUTH, CONSENT_NOT_RECOMPUTED, METRICS, SALES, LatencyImpact
 from orchestration.nightly_batch import replay
 from orchestration.pattern_enforcement import pattern_times
@@ -59,7 +62,7 @@ def load_policies(policies_dir: Path) -> dict[int, dict[str, Any]]:
 
 def compute(data_dir: Path) -> LatencyImpact:
     """All the numbers, from ``data_dir/warehouse.duckdb`` (stg_decided, stg_deliveries and the training set),
-    ``policies/`` and ``truth.parquet`` when present."""
+    ``policies/``, ``truth.parquet`` and the newest live run (``live/``) when present."""
     policies = load_policies(data_dir / "policies")
     latest = compile_policy(policies[max(policies)])
     purpose_of = {r.destination: r.purposes for r in latest.routes}
@@ -76,6 +79,7 @@ def compute(data_dir: Path) -> LatencyImpact:
     counts = headline_counts(rows, delivered=delivered, purpose_of=purpose_of, revoked=revocations(rows, consent),
                              consent=consent, sessions=sessions)
     patterns = pattern_times(rows, policies, batch)
+    live, live_unavailable = in_session_serving(data_dir)
     nightly = list(batch.notes)
     if batch.unavailable:
         nightly.insert(0, f"batch-only pattern time not measured: {batch.unavailable}")
@@ -85,4 +89,4 @@ def compute(data_dir: Path) -> LatencyImpact:
         enforcement_after_s=patterns.enforcement_after_s, learned_rules=patterns.rules, labels=decided.labels,
         consent_source=CONSENT_FROM_TRUTH if consent is not None else CONSENT_NOT_RECOMPUTED, nightly=nightly,
         events=len(rows), days=sorted({r["event_ts"].date().isoformat() for r in rows}),
-        lake_files_pending=decided.lake_files_pending)
+        lake_files_pending=decided.lake_files_pending, live=live, live_unavailable=live_unavailable)

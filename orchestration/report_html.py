@@ -8,12 +8,23 @@ import html
 import io
 import json
 import textwrap
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from orchestration.latency_impact import BATCH_PATTERN_HOW, METRICS, PATTERN_ROW, LatencyImpact, count, hours
+from orchestration.latency_impact import (
+    BATCH_PATTERN_HOW,
+    LIVE_BATCH_HOW,
+    LIVE_METRICS,
+    METRICS,
+    PATTERN_ROW,
+    LatencyImpact,
+    count,
+    hours,
+    ms,
+)
 
 
 def _short(value: Any) -> str:
@@ -94,6 +105,29 @@ def consent_audit_rows(duckdb_path: Path) -> list[tuple[Any, ...]]:
         con.close()
 
 
+def in_session_html(report: LatencyImpact) -> str:
+    """The in-session serving section: the live run's rows and freshness, or n/a rows with the reason."""
+    esc = html.escape
+    live = report.live
+    if live is None:
+        rows = "".join(f"<tr><td>{esc(label)}</td><td>n/a</td><td>n/a</td></tr>" for label in LIVE_METRICS.values())
+        return (f'<h2>In-session serving (live run)</h2><table id="in-session"><tr><th></th><th>first mile</th>'
+                f'<th>batch only</th></tr>{rows}</table><p id="in-session-unavailable">n/a: '
+                f"{esc(report.live_unavailable)}</p>")
+    rows = "".join(f"<tr><td>{esc(label)}</td><td>{count(live.metrics[k]['first_mile'])}</td>"
+                   f"<td>{count(live.metrics[k]['batch_only'])}</td></tr>" for k, label in LIVE_METRICS.items())
+    dists = "".join(
+        f"<tr><td>{esc(label)}</td>" + "".join(f"<td>{ms(dist.get(q))}</td>" for q in ("p50", "p95", "p99"))
+        + "</tr>" for label, dist in live.distributions())
+    return (f"<h2>In-session serving (live run {esc(live.run_id)}, {esc(live.status)})</h2>"
+            f"<p>Scenario {esc(live.scenario)}, day at {esc(str(live.pace.get('speed')))}x, sessions at "
+            f"{esc(str(live.pace.get('session_speed')))}x; recorded in <code>{esc(live.run_dir)}</code>.</p>"
+            f'<table id="in-session"><tr><th></th><th>first mile</th><th>batch only</th></tr>{rows}</table>'
+            f'<table id="in-session-freshness"><tr><th>in-session reads by humans</th><th>p50</th><th>p95</th>'
+            f"<th>p99</th></tr>{dists}</table><p>{esc(live.notes())}</p>"
+            f'<p id="in-session-batch-how">{esc(LIVE_BATCH_HOW)}</p>')
+
+
 def to_html(report: LatencyImpact, *, audit: list[tuple[Any, ...]] | None = None) -> str:
     images = plots(report)
     esc = html.escape
@@ -131,6 +165,7 @@ personalization, sales routing) computed by the nightly run and applied from the
 <table><tr><th>rule</th><th>policy</th><th>first seen</th><th>first mile: in force</th><th>first quarantined</th>
 <th>batch: in force</th><th>share of the pattern the batch's rules catch</th></tr>{rules}</table>
 <p id="batch-pattern-how">{esc(BATCH_PATTERN_HOW)}</p><ul>{nightly}</ul>
+{in_session_html(report)}
 {audit_html}
 </body></html>"""
 
@@ -146,5 +181,7 @@ def write(report: LatencyImpact, data_dir: Path) -> Path:
          "enforcement_after_s": report.enforcement_after_s, "learned_rules": report.learned_rules,
          "labels": report.labels, "consent_source": report.consent_source, "nightly": report.nightly,
          "lake_files_pending": report.lake_files_pending,
-         "events": report.events, "days": report.days}, indent=2))
+         "events": report.events, "days": report.days,
+         "in_session": asdict(report.live) if report.live else {"unavailable": report.live_unavailable}},
+        indent=2))
     return path

@@ -9,6 +9,9 @@ event *outside* the payload (:class:`SimEvent.truth`), so tests and reports can 
   same seed gives identical events, and ``generate(s, day=k)`` gives exactly the day-``k`` slice of the full run
   (cross-day state - consent, logins, devices - is folded from cheap per-day plans, not from earlier output).
 * :func:`send_to_kafka`, :func:`send_http` and :func:`write_truth` deliver events and the ground truth.
+* :func:`play` (``--live``) plays the sessions now through the collector while the simulated website reads the
+  profile API mid-session, and visitors respond to the action they are shown (:mod:`streaming.simulator.response`);
+  it returns a :class:`LiveRun` that it writes for the latency-impact report.
 
 Realism, in short. Humans browse a catalog; their hidden ``intent`` shows only through behaviour (how focused their
 product views are on their favourite categories, dwell time, cart adds) and conversion is a logistic function of
@@ -20,13 +23,14 @@ with a machine-like rhythm; from ``bot_wave_day`` a new wave of cart-hoarding bo
 user agents and a human-like rhythm, so a policy learned before the wave misses it.
 
 The package, by concept: ``scenario``, ``events``, ``reference``, ``population``, ``day``, ``generation``,
-``bot_traffic``, ``delivery``, ``cli``."""
+``bot_traffic``, ``delivery``, ``response``, ``live``, ``cli``."""
 
 from streaming.simulator.cli import main
 from streaming.simulator.delivery import restamp, send_http, send_to_kafka, summarize, truth_rows, write_truth
 from streaming.simulator.events import SimEvent
 from streaming.simulator.events import _iso as _iso  # tests stamp times as the generator does
 from streaming.simulator.generation import generate
+from streaming.simulator.live import LiveRun, LiveTarget, Pace, SessionScript, latest_run_dir, play, read_run
 from streaming.simulator.reference import (
     CATEGORIES,
     CLOUDS,
@@ -71,4 +75,5 @@ __all__ = [
     'OTHER_COUNTRIES', 'REFERRERS', 'TCF_MAPPING', 'TCF_VENDORS', 'US_TIMEZONES', 'browser_user_agents',
     'cloud_ip', 'country_ip', 'crawler_user_agents', 'encode_tcf', 'geo_lookup', 'network_pools', 'generate',
     'restamp', 'send_http', 'send_to_kafka', 'summarize', 'truth_rows', 'write_truth', 'main',
+    'LiveRun', 'LiveTarget', 'Pace', 'SessionScript', 'latest_run_dir', 'play', 'read_run',
 ]

@@ -5,7 +5,7 @@ Part of :mod:`streaming.simulator`."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -36,8 +36,14 @@ _INTENT = {  # hidden intent → behaviour
 }
 
 
+#: Takes a session's checkout decision out of the generator's hands: called with the baseline conversion probability
+#: and the session's uniform draw; the session then emits its checkout events whatever the draw, and the caller
+#: (the live mode) plays them only if the visitor converts (:mod:`streaming.simulator.response`).
+CheckoutHook = Callable[[float, float], None]
+
+
 def _human_session(sc: Scenario, day: _Day, catalog: dict[str, tuple[_Product, ...]], h: _Human,
-                   plan: _SessionPlan, state: _PersonState) -> None:
+                   plan: _SessionPlan, state: _PersonState, checkout_hook: CheckoutHook | None = None) -> None:
     rng = random.Random(f"{sc.seed}:session:{h.idx}:{day.day}:{plan.index}")
     dev = h.devices[plan.device]
     consent_before = dict(state.consent) if state.consent else None
@@ -146,7 +152,12 @@ def _human_session(sc: Scenario, day: _Day, catalog: dict[str, tuple[_Product, .
         mean_dwell = dwell_sum / max(1, product_views)
         logit = (-4.4 + 0.8 * min(len(cart), 4) + 0.22 * min(focus_views, 10) + 0.02 * min(mean_dwell, 150.0)
                  + (0.6 if em.user_id else 0.0) + rng.gauss(0, 0.5))
-        if rng.random() < _sigmoid(logit):
+        draw = rng.random()  # drawn before the probability, as always: the ahead-of-time output stays identical
+        p_baseline = _sigmoid(logit)
+        if checkout_hook is not None:
+            checkout_hook(p_baseline, draw)
+            _checkout(em, rng, h, cart, t)
+        elif draw < p_baseline:
             _checkout(em, rng, h, cart, t)
 
 

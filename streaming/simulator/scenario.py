@@ -73,6 +73,9 @@ class Scenario:
     backfill_min_days_ago: int = _f(30, int, 1, 3650, "newest imported order, days before start_date")
     backfill_max_days_ago: int = _f(365, int, 1, 3650, "oldest imported order, days before start_date")
     products_per_category: int = _f(30, int, 1, 10_000, "catalog size per category")
+    offer_uplift: float = _f(0.3, (int, float), 0, 1,
+                             "live mode: share of a high-intent visitor's chance to abandon a cart that a relevant "
+                             "action shown in-session closes (medium 0.4x, low 0.1x; streaming/simulator/response.py)")
 
     def __post_init__(self) -> None:
         for f in fields(self):
