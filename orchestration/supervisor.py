@@ -8,6 +8,14 @@ behind (STACK-FACTS.md), and ``mlflow server`` forks uvicorn workers the same wa
 
 Stop order is the reverse of start order, so the lake sink flushes what the workers produced before the broker
 goes away. The embedded broker keeps everything in memory: the lake and the DuckDB file are the durable record.
+
+While it runs, a child that exits on its own (a crash, an OOM kill, ``kill -9``) is restarted alone, with the
+backoff of :mod:`streaming.restarts` (1 s doubling to 30 s; given up after 5 exits in a row each within 60 s of its
+start), each exit logged with its code; what is left of its process group is stopped first (a killed ``python -m
+streaming.delivery`` leaves its lanes, a killed ``dagster dev`` its webserver on the port). A child given up on
+stays down and the others keep running (``firstmile up`` then exits 1 when stopped). The embedded broker is the one
+essential component: it holds every topic, offset and control record in memory, so a restarted broker would be
+empty and every consumer would start over on nothing; its exit stops the whole platform, loudly.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from orchestration.settings import OrchestrationSettings
 from streaming.broker import EmbeddedBroker, create_topics
 from streaming.collector.config import CollectorSettings
 from streaming.errors import FirstmileError
+from streaming.restarts import RestartPolicy, decide_restart
 from streaming.settings import StreamingSettings
 
 logger = logging.getLogger(__name__)
@@ -57,14 +66,27 @@ class PlatformOptions:
     mlflow: bool = True
     #: ``dagster dev`` is ready after 20-25 s here (STACK-FACTS.md); a cold import can take longer.
     ready_timeout_s: float = 120.0
+    #: When a child that exited on its own is started again (streaming/restarts.py).
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
 
 
 @dataclass
 class Child:
+    """A component's process, and what it takes to start it again."""
+
     name: str
     process: subprocess.Popen[bytes]
     log: Path
+    argv: list[str]
+    env: dict[str, str]
     url: str | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    #: exits in a row, each soon after its start (streaming.restarts)
+    rapid_failures: int = 0
+    #: when the exited child is due to start again; None while it runs (or once given up on)
+    restart_at: float | None = None
+    exits: list[int] = field(default_factory=list)
+    gave_up: bool = False
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -97,6 +119,54 @@ class Platform:
     def dead(self) -> list[Child]:
         return [c for c in self.children if not c.alive()]
 
+    def broker_alive(self) -> bool:
+        return self.embedded is None or self.embedded.process.poll() is None
+
+    def supervise(self, echo: Callable[[str], None] = print, *, now: float | None = None) -> None:
+        """One round: note children that exited (and stop what is left of their group), start those due again.
+        Each child on its own; see the module docstring."""
+        now = time.monotonic() if now is None else now
+        for child in self.children:
+            if child.gave_up:
+                continue
+            if child.restart_at is None and not child.alive():
+                self._exited(child, echo, now)
+            elif child.restart_at is not None and now >= child.restart_at:
+                self._restart(child, echo, now)
+
+    def _exited(self, child: Child, echo: Callable[[str], None], now: float) -> None:
+        code = child.process.returncode
+        child.exits.append(code)
+        stop_group(child.process, name=f"{child.name} (what is left of its group)", grace_s=5.0)
+        decision = decide_restart(self.options.restart, started_at=child.started_at, exited_at=now,
+                                  rapid_failures=child.rapid_failures)
+        child.rapid_failures = decision.rapid_failures
+        ran_s = now - child.started_at
+        if decision.delay_s is None:
+            child.gave_up = True
+            logger.error("%s exited with %s after %.0fs: %d failures in a row, giving up on it (see %s); the "
+                         "other components keep running", child.name, code, ran_s, decision.rapid_failures,
+                         child.log)
+            echo(f"GAVE UP on {child.name}: exited with {code}, {decision.rapid_failures} times in a row within "
+                 f"{self.options.restart.healthy_after_s:.0f}s of its start (see {child.log}); the rest keeps "
+                 f"running")
+            return
+        child.restart_at = now + decision.delay_s
+        logger.warning("%s exited with %s after %.0fs; restarting in %.0fs", child.name, code, ran_s,
+                       decision.delay_s)
+        echo(f"{child.name} exited with {code} after {ran_s:.0f}s (see {child.log}); restarting in "
+             f"{decision.delay_s:.0f}s")
+
+    def _restart(self, child: Child, echo: Callable[[str], None], now: float) -> None:
+        with child.log.open("ab") as out:
+            out.write(f"--- firstmile up: restarting {child.name} (last exit {child.exits[-1]})\n".encode())
+        fresh = _spawn(child.name, child.argv, child.env, child.log.parent, url=child.url)
+        child.process, child.started_at, child.restart_at = fresh.process, now, None
+        echo(f"{child.name} restarted (pid {child.process.pid})")
+
+    def gave_up(self) -> list[Child]:
+        return [c for c in self.children if c.gave_up]
+
     def stop(self) -> None:
         if self._stopped:
             return
@@ -108,11 +178,15 @@ class Platform:
 
 
 def stop_group(process: subprocess.Popen[bytes], *, name: str, grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM the child's process group, wait, then SIGKILL the group. The child leads its own group."""
+    """SIGTERM the child's process group, wait, then SIGKILL the group. The child leads its own group
+    (``start_new_session``), so the group id is its pid, and the group outlives a leader that died: its members
+    (a delivery service's lanes, ``dagster dev``'s webserver) are stopped too."""
     try:
-        pgid = os.getpgid(process.pid)
+        pgid: int | None = os.getpgid(process.pid)
     except ProcessLookupError:
         pgid = None
+    if process.poll() is not None:
+        pgid = process.pid  # the leader is gone (and reaped); its group may still have members
     if pgid is not None and pgid == process.pid:
         for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
             try:
@@ -190,7 +264,7 @@ def _spawn(name: str, argv: list[str], env: dict[str, str], logs: Path, *, url: 
     finally:
         out.close()  # the child holds its own descriptor
     logger.info("started %s (pid %d)", name, process.pid)
-    return Child(name=name, process=process, log=log, url=url)
+    return Child(name=name, process=process, log=log, argv=argv, env=env, url=url)
 
 
 def _port(value: int) -> int:
@@ -348,9 +422,11 @@ def format_addresses(platform: Platform) -> str:
 
 def run_platform(options: PlatformOptions, *, streaming: CollectorSettings, orchestration: OrchestrationSettings,
                  echo: Callable[[str], None] = print) -> int:
-    """Start, print the addresses, wait for Ctrl-C/SIGTERM (or a component dying), stop everything.
+    """Start, print the addresses, restart components that exit (module docstring) until Ctrl-C/SIGTERM or the
+    embedded broker's exit, stop everything.
 
-    Returns 0 on a requested stop, 1 when a component died.
+    Returns 0 on a requested stop with every component running, 1 when the broker died or a component was given
+    up on.
     """
     stop = threading.Event()
     received: list[int] = []
@@ -373,13 +449,19 @@ def run_platform(options: PlatformOptions, *, streaming: CollectorSettings, orch
             return 0
         started.set()
         echo(format_addresses(platform))
-        while not stop.wait(1.0):
-            dead = platform.dead()
-            if dead:
-                echo(f"{dead[0].name} exited with {dead[0].process.returncode} (see {dead[0].log}); stopping")
+        while not stop.wait(0.5):
+            if not platform.broker_alive():
+                assert platform.embedded is not None
+                echo(f"the embedded broker exited with {platform.embedded.process.returncode} (see "
+                     f"{options.data_dir / 'logs' / 'broker.log'}): everything it held is gone; stopping the "
+                     f"platform")
                 return 1
+            platform.supervise(echo)
         echo(f"received {signal.Signals(received[0]).name}: stopping…")
-        return 0
+        given_up = platform.gave_up()
+        if given_up:
+            echo("given up on while running: " + ", ".join(f"{c.name} (exit {c.exits[-1]})" for c in given_up))
+        return 1 if given_up else 0
     finally:
         if platform is not None:
             platform.stop()

@@ -1,7 +1,8 @@
 """How a batch reaches a destination, and what the answer means: delivered, retry (408, 429, 5xx, connection
 errors and timeouts; ``Retry-After`` honoured) or final (every other 4xx, a redirect loop). A batch succeeds or
-fails whole. The event id travels as the idempotency key: ``Idempotency-Key`` (one event) or the ids in the body
-(webhook), ``messageId`` (segment), the primary key (postgres)."""
+fails whole. The event id travels as the idempotency key: ``Idempotency-Key`` (one event; for a batch, a digest of its
+set of event ids, :func:`batch_idempotency_key`) and the ids in the body (webhook), ``messageId`` (segment), the
+primary key (postgres)."""
 
 from __future__ import annotations
 
@@ -99,13 +100,22 @@ class WebhookSender(HttpSender):
     def request(self, events: list[dict[str, Any]]) -> tuple[str, bytes, dict[str, str]]:
         single = self.destination.batching.max_events == 1
         body = orjson.dumps(events[0] if single else {"batch": events, "sent_at": _now()})
-        ids = [str(e.get("event_id")) for e in events]
         headers = {"content-type": "application/json", "x-firstmile-destination": self.destination.id,
-                   "idempotency-key": ids[0] if single else "batch-" + hashlib.blake2b(
-                       ",".join(ids).encode(), digest_size=12).hexdigest()}
+                   "idempotency-key": str(events[0].get("event_id")) if single
+                   else batch_idempotency_key(self.destination.id, events)}
         if self.key:
             headers["x-firstmile-signature"] = "sha256=" + hmac.new(self.key, body, hashlib.sha256).hexdigest()
         return str(self.destination.url), body, headers
+
+
+def batch_idempotency_key(destination_id: str, events: list[dict[str, Any]]) -> str:
+    """A webhook batch's ``Idempotency-Key``: a digest of the destination and the *set* of its event ids, so the
+    same events sent again (a lane killed mid-batch, a retry, a replay) carry the same key whatever their order,
+    and a receiver can drop a whole batch it already has. A batch holding other events (a restarted lane may cut
+    its batches elsewhere) gets another key: the event ids in the body stay the per-event dedupe key."""
+    ids = sorted({str(e.get("event_id")) for e in events})
+    digest = hashlib.blake2b(orjson.dumps([destination_id, ids]), digest_size=16).hexdigest()
+    return f"batch-{digest}"
 
 
 class SegmentSender(HttpSender):

@@ -22,13 +22,14 @@ next to a bare Quix consumer of the same topic, in one printed report.
    without (target p99 ≤ 1.1×); ``c``'s ids lost (never accepted) and duplicated (accepted more than once: under the
    same idempotency key, i.e. the same batch re-sent, or under another); the time to drain ``c``'s backlog after the
    fault (every event produced before the recovery accepted; fresh and retry lane apart, from the outcomes);
+   ``a`` and ``b``'s p99 per phase of the schedule (before / 500s / hang / after) and per 10 s in the JSON;
    breaker openings and closings from each lane's log; each lane's, the broker's and the server's CPU per phase.
 
 Prints a report and writes JSON (``--json``, default ``data/benchmarks/delivery.json``).
 
     .venv/bin/python tests/benchmarks/bench_delivery.py [--quick] [--parts throughput,isolation] [--events 20000]
         [--rounds 2] [--rate 500] [--pairs 2] [--before-s 30] [--error-s 15] [--hang-s 60] [--after-s 30]
-        [--timeout-s 10] [--drain-timeout 900]
+        [--timeout-s 10] [--rate-limit 0] [--drain-timeout 900]
 """
 
 from __future__ import annotations
@@ -490,7 +491,7 @@ def lane_popen(env: dict[str, str], logs: Path, destination: str, lane: str) -> 
 
 def service_popen(env: dict[str, str], logs: Path) -> Any:
     """``python -m streaming.delivery``: every destination and lane of the file, as ``firstmile up`` and
-    docker-compose run it (``run_all``: it stops all its lanes and exits when one of them exits)."""
+    docker-compose run it (``run_all``: one process per lane, a lane that exits restarted alone)."""
     def start() -> subprocess.Popen[bytes]:
         out = (logs / "service.log").open("ab")
         return subprocess.Popen([sys.executable, "-m", "streaming.delivery"], env=env, cwd=ROOT, stdout=out,
@@ -795,9 +796,11 @@ def part_throughput(args: argparse.Namespace, tmp: Path, t0: float) -> dict[str,
 # --- part 2: isolation (rudder-server 4953) ---------------------------------------------------------------------------
 
 
-def isolation_destinations(url: str, timeout_s: float) -> list[dict[str, Any]]:
+def isolation_destinations(url: str, timeout_s: float, rate_limit: float = 0.0) -> list[dict[str, Any]]:
+    """a, b, c with the destinations file's defaults; every one's ``rate_limit_per_s`` is ``rate_limit`` (0: none,
+    the default), which bounds how fast c catches up after the fault, and so what its drain costs the others."""
     return [{"id": d, "type": "webhook", "topic": TOPIC, "url": f"{url}/{d}", "secret_env": "HOOK_SECRET",
-             "timeout_s": timeout_s} for d in ISOLATION_DESTINATIONS]
+             "timeout_s": timeout_s, "rate_limit_per_s": rate_limit} for d in ISOLATION_DESTINATIONS]
 
 
 def run_isolation(fault: bool, index: int, topology: str, args: argparse.Namespace, tmp: Path,
@@ -817,7 +820,8 @@ def run_isolation(fault: bool, index: int, topology: str, args: argparse.Namespa
     with fresh_broker(tmp, f"{topology}-{name}") as broker:
         try:
             server = ServerClient(run_dir)
-            settings, env = platform_setup(broker.address, run_dir, isolation_destinations(server.url, args.timeout_s))
+            settings, env = platform_setup(broker.address, run_dir, isolation_destinations(server.url, args.timeout_s,
+                                                                                   args.rate_limit))
             procs["broker"] = broker_proc(broker)
             procs["server"] = Proc("server", lambda: server.proc)  # type: ignore[union-attr]
             if topology == "service":
@@ -945,7 +949,9 @@ def analyse_isolation(res: dict[str, Any], records: dict[str, list[list[Any]]], 
             "duplicate_copies": sum(len(k) - 1 for k in dup_ids.values()), "duplicated_same_key": same_key,
             "duplicated_other_key": len(dup_ids) - same_key, "requests": dict(answers),
             "latency": summary_ms(lat_all), "latency_window": summary_ms(lat_window),
-            "latency_before_fault": summary_ms(lat_before)}
+            "latency_before_fault": summary_ms(lat_before),
+            "latency_by_phase": latency_by_phase(first, start, sched),
+            "p99_by_10s": p99_timeline(first, start, 10.0)}
     if res["fault"]:
         recover = res["walls"]["recover"]
         c_first = {i: at for i, (at, _s) in _firsts(records["c"]).items()}
@@ -988,6 +994,29 @@ def analyse_isolation(res: dict[str, Any], records: dict[str, list[list[Any]]], 
             "duplicate_delivered_by_lanes": dict(dup_lanes), "duplicate_deliveries_per_id": dict(sorted(
                 dup_copies.items())), "retry_settled_twice_by_lane": dict(resettled)}
     return out
+
+
+PHASES = (("before", "error_at"), ("500s", "hang_at"), ("hang", "recover_at"), ("after", "load_end"))
+
+
+def latency_by_phase(first: dict[str, tuple[float, int]], start: float, sched: dict[str, float]) -> dict[str, Any]:
+    """Latency of the events produced in each phase of the schedule (the same phases in a run without the fault):
+    says whether a healthy destination's tail comes from the 500s, the hang or c's drain after it."""
+    out: dict[str, Any] = {}
+    lower = start
+    for phase, end_key in PHASES:
+        upper = start + sched[end_key]
+        out[phase] = summary_ms([(at - s / 1e9) * 1000 for at, s in first.values() if lower <= s / 1e9 < upper])
+        lower = upper
+    return out
+
+
+def p99_timeline(first: dict[str, tuple[float, int]], start: float, step: float) -> list[float]:
+    """p99 (ms) of the events produced in each ``step`` seconds from the load's start."""
+    bins: dict[int, list[float]] = defaultdict(list)
+    for at, s in first.values():
+        bins[int((s / 1e9 - start) // step)].append((at - s / 1e9) * 1000)
+    return [round(pct(bins[k], 99), 1) for k in sorted(bins) if k >= 0]
 
 
 def _firsts(recs: list[list[Any]]) -> dict[str, tuple[float, int]]:
@@ -1080,9 +1109,9 @@ def report(res: dict[str, Any]) -> str:
 
 
 TOPOLOGY_TITLES = {
-    "service": "`python -m streaming.delivery` (run_all: one process per lane, all stopped when one exits), as "
-               "`firstmile up` and docker-compose run it; restarted at once when it exits (compose: restart "
-               "unless-stopped)",
+    "service": "`python -m streaming.delivery` (run_all: one process per lane, a lane that exits restarted alone "
+               "with backoff), as `firstmile up` and docker-compose run it; the service restarted at once if it "
+               "exits (compose: restart unless-stopped)",
     "lanes": "each lane its own `python -m streaming.delivery --destination ID --lane L` process, restarted alone "
              "when it exits (as the tests run them)"}
 
@@ -1092,7 +1121,8 @@ def isolation_report(num: str, topology: str, runs: list[dict[str, Any]], args: 
     s = r0["schedule_s"]
     lines = [f"{num}. rudder-server 4953, topology '{topology}': {TOPOLOGY_TITLES.get(topology, topology)}",
              f"   webhooks a, b, c all on {TOPIC} (batching 100 / 1 s, timeout_s {args['timeout_s']:.0f}, breaker "
-             f"after 5 failures; a fresh and a retry lane each), {fmt(r0['rate'])} ev/s for {fmt(r0['duration_s'])} "
+             f"after 5 failures, rate limit {fmt(args.get('rate_limit') or 0)} ev/s (0: none); a fresh and a retry "
+             f"lane each), {fmt(r0['rate'])} ev/s for {fmt(r0['duration_s'])} "
              f"s per run; fault: c answers 500 at +{s['error_at']:.0f} s, hangs at +{s['hang_at']:.0f} s (each "
              f"request sleeps timeout + 5 s), answers at once from +{s['recover_at']:.0f} s; runs in order "
              + ", ".join(r["name"] for r in runs),
@@ -1111,6 +1141,15 @@ def isolation_report(num: str, topology: str, runs: list[dict[str, Any]], args: 
     lines.append("   a and b with the fault ÷ without, p99 (target ≤ 1.1×):")
     for d in ("a", "b"):
         lines += ["   " + line for line in ratio_lines(runs, d)]
+    lines.append("   p99 by phase of the schedule (events produced before / during c's 500s / c's hang / after c "
+                 "recovered, while it drains), ms, and the load average at the run's start:")
+    for run in runs:
+        for d in ("a", "b"):
+            phases = run["destinations"][d].get("latency_by_phase")
+            if phases:
+                lines.append(f"     {run['name']:<11}{d}: " + " / ".join(
+                    f"{phase} {fmt(phases[phase]['p99_ms'])}" for phase, _ in PHASES)
+                    + f"   (load {run['loadavg_start']})")
     for run in runs:
         if not run["fault"]:
             continue
@@ -1292,6 +1331,9 @@ def main() -> None:
     parser.add_argument("--after-s", type=float, default=30.0, help="load after c recovered")
     parser.add_argument("--timeout-s", type=float, default=10.0, help="the destinations' timeout_s (default: the "
                                                                       "destinations file's default)")
+    parser.add_argument("--rate-limit", type=float, default=0.0,
+                        help="every destination's rate_limit_per_s in the isolation part (0: none, the default); "
+                             "bounds c's catch-up after the fault")
     parser.add_argument("--drain-timeout", type=float, default=900.0, help="max seconds to wait for c to drain")
     parser.add_argument("--keep-logs", default="", help="copy the lanes' and brokers' logs here")
     parser.add_argument("--json", default=str(ROOT / "data" / "benchmarks" / "delivery.json"))

@@ -131,3 +131,114 @@ def test_up_starts_every_component_and_ctrl_c_stops_every_process(tmp_path: Path
             proc.wait()
         for pid in alive(tree):
             os.kill(pid, signal.SIGKILL)
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        return []
+
+
+def _pids_running(root: int, module: str, *, lanes: bool = False) -> set[int]:
+    """Live processes under ``root`` running ``python -m module`` (``lanes``: only the delivery lanes)."""
+    found = set()
+    for pid in alive(platform_tree(root)):
+        argv = _cmdline(pid)
+        if module in argv and ("--lane" in argv) == lanes:
+            found.add(pid)
+    return found
+
+
+def test_up_restarts_a_killed_delivery_or_serving_child_while_the_collector_keeps_answering(tmp_path: Path) -> None:
+    """kill -9 of the delivery service (with its lanes) and of the serving API under `firstmile up`: each comes back
+    alone, the killed delivery's lanes do not run on beside the new ones, and the collector never stops answering.
+    kill -9 of the embedded broker then stops the whole platform (exit 1), leaving no process behind."""
+    destinations = tmp_path / "destinations.yml"
+    destinations.write_text("destinations:\n  - {id: hook, type: webhook, topic: dest.sales, "
+                            "url: 'http://127.0.0.1:9/none'}\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("KAFKA_BROKER_ADDRESS", "FIRSTMILE_WRITE_KEYS", "FIRSTMILE_SERVER_KEYS")}
+    env.update(FIRSTMILE_WRITE_KEYS="test-key-123:web", FIRSTMILE_DESTINATIONS_FILE=str(destinations))
+    proc = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "--data-dir", str(tmp_path / "data"), "up",
+                             "--collector-port", "0", "--serving-port", "0", "--no-dagster", "--no-mlflow"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tree: set[int] = set()
+    failures: list[str] = []
+    answered = 0
+    polling = threading.Event()
+    try:
+        addresses, output = _read_until_up(proc, timeout=180)
+        collector, serving = addresses["collector (Segment HTTP API)"], addresses["serving (live profile API)"]
+        deadline = time.monotonic() + 60
+        while len(_pids_running(proc.pid, "streaming.delivery", lanes=True)) < 2:  # fresh + retry lane
+            assert time.monotonic() < deadline, "the delivery lanes never started:\n" + "".join(output)
+            time.sleep(0.5)
+        (delivery,) = _pids_running(proc.pid, "streaming.delivery")
+        old_lanes = _pids_running(proc.pid, "streaming.delivery", lanes=True)
+        (serving_pid,) = _pids_running(proc.pid, "streaming.serving")
+        collector_pids = _pids_running(proc.pid, "streaming.collector")
+
+        def poll_collector() -> None:
+            nonlocal answered
+            while not polling.is_set():
+                try:
+                    assert _get(f"{collector}/healthz")[0] == 200
+                    answered += 1
+                except Exception as exc:  # noqa: BLE001 - any failure to answer is what this test counts
+                    failures.append(repr(exc))
+                time.sleep(0.1)
+
+        poller = threading.Thread(target=poll_collector, daemon=True)
+        poller.start()
+        os.kill(delivery, signal.SIGKILL)
+        os.kill(serving_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 90
+        while True:
+            new_delivery = _pids_running(proc.pid, "streaming.delivery") - {delivery}
+            new_lanes = _pids_running(proc.pid, "streaming.delivery", lanes=True) - old_lanes
+            new_serving = _pids_running(proc.pid, "streaming.serving") - {serving_pid}
+            if new_delivery and len(new_lanes) == 2 and new_serving and _ok(f"{serving}/readyz"):
+                break
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(output)
+            time.sleep(0.5)
+        time.sleep(2)
+        polling.set()
+        poller.join(5)
+        out = "".join(output)
+        assert f"delivery exited with {-signal.SIGKILL}" in out and f"serving exited with {-signal.SIGKILL}" in out
+        assert "delivery restarted (pid" in out and "serving restarted (pid" in out
+        assert alive(old_lanes) == set(), "the killed delivery service's lanes kept running"
+        assert _pids_running(proc.pid, "streaming.collector") == collector_pids  # never restarted
+        assert failures == [] and answered > 10, (failures, answered)
+        print("".join(line for line in output if "exited with" in line or "restarted" in line)
+              + f"collector answered {answered}/{answered} health checks meanwhile")
+        assert proc.poll() is None, "firstmile up stopped"
+        # the embedded broker is the one essential child: it held everything in memory, so its exit stops it all
+        tree = platform_tree(proc.pid)
+        (broker,) = {pid for pid in tree if any(a.endswith("tansu") for a in _cmdline(pid))}
+        os.kill(broker, signal.SIGKILL)
+        proc.wait(timeout=90)
+        time.sleep(0.5)
+        out = "".join(output)
+        assert proc.returncode == 1, out
+        assert "the embedded broker exited with -9" in out and "firstmile stopped." in out
+        deadline = time.monotonic() + 10
+        while alive(tree) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert alive(tree) == set(), f"left running after the broker died: {sorted(alive(tree))}"
+    finally:
+        polling.set()
+        if proc.poll() is None:
+            tree = tree or platform_tree(proc.pid)
+            proc.kill()
+            proc.wait()
+        for pid in alive(tree):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _ok(url: str) -> bool:
+    try:
+        return _get(url)[0] == 200
+    except OSError:
+        return False

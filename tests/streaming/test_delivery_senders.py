@@ -85,6 +85,26 @@ def test_a_webhook_batch_is_signed_and_carries_its_idempotency_key(server, monke
     assert single.json()["event_id"] == "e-0" and single.headers["idempotency-key"] == "e-0"
 
 
+def test_a_webhook_batch_sent_again_carries_the_same_idempotency_key_whatever_its_order(server) -> None:
+    """A batch re-sent after a crash (or a retry of the same events) must be recognisable by its header alone."""
+    dest, url = server
+    hook = webhook(url + "/again")
+    for events in (EVENTS, EVENTS, list(reversed(EVENTS)), EVENTS[:2], EVENTS + EVENTS[:1]):
+        assert hook.send(events).outcome == "delivered"
+        time.sleep(0.01)  # a later sent_at: the body differs, the key must not
+    first, again, reordered, fewer, repeated = (r.headers["idempotency-key"] for r in dest.on("/again")[-5:])
+    assert first == again == reordered == repeated  # the same set of event ids, sent later, in another order
+    assert fewer != first  # another set of events is another batch
+    bodies = [r.body for r in dest.on("/again")[-5:]]
+    assert bodies[0] != bodies[1]  # it is the key that is stable, not just the bytes
+    # the same events for another destination on the same receiver are not its duplicates
+    other = WebhookSender(parse_destinations({"destinations": [{"id": "hook-2", "type": "webhook",
+                                                                "topic": "dest.sales", "url": url + "/again"}]}
+                                             ).destinations[0])
+    assert other.send(EVENTS).outcome == "delivered"
+    assert dest.on("/again")[-1].headers["idempotency-key"] != first
+
+
 def test_a_segment_destination_posts_a_batch_with_message_ids(server, monkeypatch) -> None:
     dest, url = server
     monkeypatch.setenv("SEG_KEY", "wk-1")
