@@ -3,7 +3,16 @@
 Status codes: 200; 400 a malformed id, token or parameter; 401 a missing or unknown key; 403 a key outside its
 scope (a publishable key reading by profile or user id, or a field outside its allow-list, or from an origin it
 does not list); 404 an unknown or erased profile; 405; 414 a query over :data:`MAX_QUERY`; 503 before the store has
-caught up (``/readyz``). Never a 5xx for bad input.
+caught up (``/readyz``), or a read with ``?after=`` that would wait while ``FIRSTMILE_SERVING_MAX_WAITING_READS``
+reads already do (``too_many_waiting_reads``, ``Retry-After: 1``). Never a 5xx for bad input.
+
+A lookup of a profile that the warehouse merged into another one (``control.identity``, read as the workers read
+it: :class:`~streaming.control_tables.ControlTables`) answers with the survivor's profile, whichever id it was asked
+by.
+
+The request path is kept short on purpose (``make bench-serving`` compares it with a bare handler on the same
+server): the answer's JSON was prepared when the view was applied (:class:`~streaming.serving.store.Served`), a
+known key's decoded Authorization header is remembered, and CORS origins are one set lookup.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import gc
 import hmac
 import logging
 import re
@@ -22,10 +32,10 @@ from urllib.parse import parse_qs, unquote
 import orjson
 
 from streaming import pii
-from streaming.profile_view import FIELD_PURPOSES
+from streaming.control_tables import ControlTables
 from streaming.serving.config import PublishableKey, ServingSettings
 from streaming.serving.inspector import render_profile
-from streaming.serving.store import Changes, ProfileStore, ServingReader
+from streaming.serving.store import META, Changes, ProfileStore, Served, ServingReader
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +46,12 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 MAX_QUERY = 2048
 MAX_WAIT_MS = 5000
 HEARTBEAT_S = 15.0
+#: Decoded Authorization headers of known keys remembered per process (an unknown key is never remembered).
+AUTH_CACHE = 1024
 _ID = re.compile(r"^[^\x00-\x1f/]{1,256}$")
 _TOKEN = re.compile(r"^\d{1,6}\.\d{1,19}(,\d{1,6}\.\d{1,19}){0,63}$")
 JSON = (b"content-type", b"application/json")
-#: Always part of an answer: when, how fresh, what was withheld.
-META = ("as_of", "staleness_ms", "stale", "withheld", "policy_version")
+_FRESH, _STALE = b',"stale":false}', b',"stale":true}'
 
 
 class Answer(Exception):
@@ -52,32 +63,45 @@ class Answer(Exception):
 
 
 class ServingApp:
-    """One per process: the store, its reader, the waiters of read-your-writes reads and event streams."""
+    """One per process: the store, its reader, the merges, the waiters of read-your-writes reads and event streams."""
 
     def __init__(self, settings: ServingSettings) -> None:
         self.settings = settings
         self.secret = settings.pii_secret.encode()
         self.server_keys = settings.server_key_set
         self.publishable: dict[str, PublishableKey] = settings.publishable
-        self.publishable_fields = settings.publishable_field_set
+        #: what a publishable key's answer may hold: its allow-list and the answer's own fields
+        self.publishable_fields = settings.publishable_field_set | frozenset(META)
+        self.any_origin = any("*" in pk.origins for pk in self.publishable.values())
+        self.origins = frozenset(o for pk in self.publishable.values() for o in pk.origins)
         self.store: ProfileStore | None = None
         self.reader: ServingReader | None = None
+        self.merges = ControlTables()
         self.changes = Changes()
         self.waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self.waiting_reads = 0
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._auth: dict[bytes, tuple[str, str]] = {}
+        self._ready = False  # latched: a reader that caught up stays caught up
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
     async def startup(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.store = ProfileStore(self.settings.store_dir)
+        self.store = ProfileStore(self.settings.store_dir, block_cache_mb=self.settings.serving_block_cache_mb)
         loop = self.loop
 
-        def changed(profile_id: str) -> None:  # on the reader thread
-            loop.call_soon_threadsafe(self._wake, profile_id)
+        def changed(profile_ids: list[str]) -> None:  # on a reader thread, once per batch
+            loop.call_soon_threadsafe(self._wake, profile_ids)
 
         self.changes.listeners.append(changed)
-        self.reader = ServingReader(self.settings.kafka_broker_address, self.settings, self.store, self.changes)
+        snapshot = self.settings.store_dir.with_name(f"{self.settings.store_dir.name}.identity")
+        self.merges = ControlTables.load(snapshot)
+        self.reader = ServingReader(self.settings.kafka_broker_address, self.settings, self.store, self.changes,
+                                    merges=self.merges, merges_snapshot=snapshot)
         self.reader.start()
+        # what start-up built lives as long as the process: out of the collector's way, so a full collection
+        # does not walk it again and again under load
+        gc.freeze()
 
     async def shutdown(self) -> None:
         if self.reader is not None:
@@ -86,9 +110,17 @@ class ServingApp:
         if self.store is not None:
             self.store.close()
 
-    def _wake(self, profile_id: str) -> None:
-        for key in (profile_id, "*"):
-            for future in self.waiters.pop(key, []):
+    @property
+    def ready(self) -> bool:
+        if not self._ready:
+            self._ready = self.reader is not None and self.reader.caught_up
+        return self._ready
+
+    def _wake(self, profile_ids: list[str]) -> None:
+        if not self.waiters:
+            return
+        for key in (*profile_ids, "*"):
+            for future in self.waiters.pop(key, ()):
                 if not future.done():
                     future.set_result(None)
 
@@ -116,12 +148,12 @@ class ServingApp:
                     return
         if scope["type"] != "http":
             return
-        headers = dict(scope.get("headers") or [])
+        headers = dict(scope.get("headers") or ())
         origin = headers.get(b"origin", b"").decode("latin-1")
         cors: list[tuple[bytes, bytes]] = []
         try:
-            path, method = scope["path"], scope["method"]
-            if len(scope.get("query_string", b"")) > MAX_QUERY or len(path) > MAX_QUERY:
+            path, method, query_string = scope["path"], scope["method"], scope.get("query_string", b"")
+            if len(query_string) > MAX_QUERY or len(path) > MAX_QUERY:
                 raise Answer(414, "uri_too_long", f"the query is over {MAX_QUERY} bytes")
             if path in ("/healthz", "/readyz"):
                 await self._health(path, send)
@@ -133,7 +165,7 @@ class ServingApp:
                 raise Answer(405, "method_not_allowed", f"{method} is not allowed: use GET", [(b"allow", b"GET")])
             scope_, key = self._authorize(headers.get(b"authorization"), origin, html=path.startswith("/profiles/"))
             cors = self._cors(origin) if scope_ == "publishable" else []
-            query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
+            query = {k: v[-1] for k, v in parse_qs(query_string.decode("latin-1")).items()} if query_string else {}
             await self._route(path, query, scope_, key, send, receive, cors)
         except Answer as answer:
             body = orjson.dumps({"success": False, "code": answer.code, "message": answer.message})
@@ -143,12 +175,27 @@ class ServingApp:
         if path == "/healthz":
             await _respond(send, 200, b'{"status":"ok"}', [JSON])
             return
-        ready = self.reader is not None and self.reader.caught_up
+        ready = self.ready
         body = orjson.dumps({"status": "ready" if ready else "catching_up",
-                             "applied": self.reader.applied if self.reader else 0})
+                             "applied": self.reader.applied if self.reader else 0,
+                             "merges": len(self.merges)})
         await _respond(send, 200 if ready else 503, body, [JSON])
 
     def _authorize(self, header: bytes | None, origin: str, *, html: bool) -> tuple[str, str]:
+        known = self._auth.get(header) if header else None
+        if known is None:
+            known = self._authenticate(header, html=html)
+            if len(self._auth) >= AUTH_CACHE:
+                del self._auth[next(iter(self._auth))]  # the oldest: keys are few, headers per key fewer
+            self._auth[header] = known  # type: ignore[index]  # _authenticate raised without a header
+        if known[0] == "publishable" and origin:
+            origins = self.publishable[known[1]].origins
+            if "*" not in origins and origin.rstrip("/") not in origins:
+                raise Answer(403, "forbidden", "this publishable key is not for this origin")
+        return known
+
+    def _authenticate(self, header: bytes | None, *, html: bool) -> tuple[str, str]:
+        """(scope, key) of an HTTP Basic header whose user name is a known key; a 401 otherwise."""
         challenge = [(b"www-authenticate", b'Basic realm="firstmile"')] if html else []
         if not header:
             raise Answer(401, "unauthorized", "missing key: send it as the HTTP Basic user name", challenge)
@@ -159,17 +206,12 @@ class ServingApp:
             user = ""
         if scheme.lower() == b"basic" and any(hmac.compare_digest(user, k) for k in self.server_keys):
             return "server", user
-        pk = self.publishable.get(user) if scheme.lower() == b"basic" else None
-        if pk is None:
+        if scheme.lower() != b"basic" or user not in self.publishable:
             raise Answer(401, "unauthorized", "unknown key", challenge)
-        if origin and "*" not in pk.origins and origin.rstrip("/") not in pk.origins:
-            raise Answer(403, "forbidden", "this publishable key is not for this origin")
         return "publishable", user
 
     def _cors(self, origin: str, *, preflight: bool = False) -> list[tuple[bytes, bytes]]:
-        allowed = origin and any("*" in pk.origins or origin.rstrip("/") in pk.origins
-                                 for pk in self.publishable.values())
-        if not allowed:
+        if not origin or not (self.any_origin or origin.rstrip("/") in self.origins):
             return []
         out = [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"origin")]
         if preflight:
@@ -184,11 +226,11 @@ class ServingApp:
         if path.startswith("/profiles/"):
             if scope_ != "server":
                 raise Answer(403, "forbidden", "the profile inspector needs a server key")
-            profile_id = _id(unquote(path.removeprefix("/profiles/")))
-            found = store.profile(profile_id)
-            if found is None:
+            profile_id = self._resolve(store, ("profile", _id(unquote(path.removeprefix("/profiles/")))))
+            found = store.served(profile_id) if profile_id else None
+            if found is None or profile_id is None:
                 raise Answer(404, "not_found", "no such profile (or it was erased)")
-            html = render_profile(found[0], store.recent(profile_id), applied_at=found[1])
+            html = render_profile(found.view(), store.recent(profile_id), applied_at=found.applied_at)
             await _respond(send, 200, html.encode(), [(b"content-type", b"text/html; charset=utf-8")])
             return
         if path.rstrip("/") == "/v1/profiles" or path == "/v1/profiles/stream":
@@ -203,15 +245,18 @@ class ServingApp:
                 path = "/v1/profiles/stream"
         else:
             raise Answer(404, "not_found", f"no such endpoint: {path}")
+        allowed = self.publishable_fields if scope_ == "publishable" else None
         if path == "/v1/profiles/stream":
-            await self._stream(lookup, scope_, send, receive, cors)
+            await self._stream(store, lookup, allowed, send, receive, cors)
             return
         after = query.get("after")
         if after is not None and not _TOKEN.match(after):
             raise Answer(400, "invalid_token", "after must be a token the collector returned (<partition>.<offset>)")
         wait_ms = _int(query.get("wait_ms"), self.settings.read_wait_ms, MAX_WAIT_MS, "wait_ms")
-        doc = await self._read(lookup, after, wait_ms / 1000)
-        await _respond(send, 200, orjson.dumps(self._shape(doc, scope_)), [JSON, *cors])
+        served, stale = await self._read(store, lookup, after, wait_ms / 1000)
+        staleness_ms = round((time.time() - served.applied_at) * 1000, 1)
+        body = served.body(allowed) + b',"staleness_ms":' + orjson.dumps(staleness_ms) + (_STALE if stale else _FRESH)
+        await _respond(send, 200, body, [JSON, *cors])
 
     def _lookup_from_query(self, query: dict[str, str], scope_: str) -> tuple[str, str]:
         if "anonymousId" in query:
@@ -223,47 +268,56 @@ class ServingApp:
         raise Answer(400, "missing_lookup", "give anonymousId or userId (or use /v1/profiles/{profile_id})")
 
     def _store(self) -> ProfileStore:
-        if self.store is None or self.reader is None or not self.reader.caught_up:
+        if self.store is None or not self.ready:
             raise Answer(503, "catching_up", "the serving store is catching up with the topics: retry",
                          [(b"retry-after", b"1")])
         return self.store
 
-    def _resolve(self, lookup: tuple[str, str]) -> str | None:
+    def _resolve(self, store: ProfileStore, lookup: tuple[str, str]) -> str | None:
+        """The profile a lookup reads now: a device's profile, and the survivor of a merged profile — unless the
+        id asked for was erased (an erasure deletes that id's own entries; its survivor's stay)."""
         kind, value = lookup
-        return self._store().profile_of_device(value) if kind == "device" else value
+        profile_id = store.profile_of_device(value) if kind == "device" else value
+        if not profile_id:
+            return None
+        survivor = self.merges.survivor(profile_id)
+        if survivor != profile_id and store.is_erased(profile_id):
+            return None
+        return survivor
 
-    async def _read(self, lookup: tuple[str, str], after: str | None, wait_s: float) -> dict[str, Any]:
-        """The profile's answer; with ``after``, waits (bounded) until it reflects the token's events."""
-        deadline = time.monotonic() + (wait_s if after else 0.0)
+    async def _read(self, store: ProfileStore, lookup: tuple[str, str], after: str | None,
+                    wait_s: float) -> tuple[Served, bool]:
+        """The profile's prepared answer and whether it is stale; with ``after``, waits (bounded) until it
+        reflects the token's events."""
         wanted = [tuple(map(int, part.split("."))) for part in after.split(",")] if after else []
-        while True:
-            profile_id = self._resolve(lookup)
-            found = self._store().profile(profile_id) if profile_id else None
-            fresh = found is not None and all(found[0].get("offsets", {}).get(str(p), -1) >= o for p, o in wanted)
-            left = deadline - time.monotonic()
-            if fresh or left <= 0:
-                break
-            await self._changed(profile_id if found is not None and profile_id else "*", left)
+        profile_id = self._resolve(store, lookup)
+        found = store.served(profile_id) if profile_id else None
+        if not wanted:
+            if found is None:
+                raise Answer(404, "not_found", "no such profile (or it was erased)")
+            return found, False
+        fresh = _reflects(found, wanted)
+        if not fresh and wait_s > 0:
+            if self.waiting_reads >= self.settings.serving_max_waiting_reads:
+                raise Answer(503, "too_many_waiting_reads",
+                             f"{self.waiting_reads} reads are waiting for their events already: retry",
+                             [(b"retry-after", b"1")])
+            deadline = time.monotonic() + wait_s
+            self.waiting_reads += 1
+            try:
+                while not fresh and (left := deadline - time.monotonic()) > 0:
+                    await self._changed(profile_id if found is not None and profile_id else "*", left)
+                    profile_id = self._resolve(store, lookup)
+                    found = store.served(profile_id) if profile_id else None
+                    fresh = _reflects(found, wanted)
+            finally:
+                self.waiting_reads -= 1
         if found is None:
             raise Answer(404, "not_found", "no such profile (or it was erased)")
-        view, applied_at = found
-        now = time.time()
-        return {**view, "as_of": view.get("last_event_at"), "staleness_ms": round((now - applied_at) * 1000, 1),
-                "stale": bool(after) and not fresh}
+        return found, not fresh
 
-    def _shape(self, doc: dict[str, Any], scope_: str) -> dict[str, Any]:
-        """What the caller may see: fields whose purpose is granted now; for a publishable key, its allow-list."""
-        consent = doc.get("consent") or {}
-        withheld = {f: p for f, p in FIELD_PURPOSES.items() if f in doc and not consent.get(p)}
-        allowed = self.publishable_fields if scope_ == "publishable" else None
-        out = {k: v for k, v in doc.items()
-               if k not in withheld and k not in ("last_event", "offsets", "decided_at")
-               and (allowed is None or k in allowed or k in META)}
-        out["withheld"] = withheld
-        return out
-
-    async def _stream(self, lookup: tuple[str, str], scope_: str, send: Send, receive: Receive,
-                      cors: list[tuple[bytes, bytes]]) -> None:
+    async def _stream(self, store: ProfileStore, lookup: tuple[str, str], allowed: frozenset[str] | None,
+                      send: Send, receive: Receive, cors: list[tuple[bytes, bytes]]) -> None:
         """Server-sent events: the profile's segment and action now, then each change (personalization granted)."""
         disconnected = asyncio.ensure_future(_wait_disconnect(receive))
         await send({"type": "http.response.start", "status": 200, "headers": [
@@ -271,10 +325,10 @@ class ServingApp:
         last: Any = object()
         try:
             while not disconnected.done():
-                profile_id = self._resolve(lookup)
-                found = self._store().profile(profile_id) if profile_id else None
+                profile_id = self._resolve(store, lookup)
+                found = store.served(profile_id) if profile_id else None
                 if found is not None:
-                    shaped = self._shape({**found[0], "as_of": found[0].get("last_event_at")}, scope_)
+                    shaped = orjson.loads(found.body(allowed) + b"}")
                     current = (shaped.get("segment"), shaped.get("action"))
                     if current != last:
                         last = current
@@ -291,6 +345,11 @@ class ServingApp:
         finally:
             disconnected.cancel()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _reflects(found: Served | None, wanted: list[tuple[int, ...]]) -> bool:
+    """Whether the answer reflects every ``(partition, offset)`` of a read-your-writes token."""
+    return found is not None and all(found.offsets.get(str(p), -1) >= o for p, o in wanted)
 
 
 def _id(value: str) -> str:

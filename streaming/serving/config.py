@@ -61,6 +61,14 @@ class ServingSettings(StreamingSettings):
                               description="How long a read with ?after= waits by default before answering stale.")
     serving_store_dir: Path | None = Field(default=None,
                                            description="The local store; default <data_dir>/state/serving.")
+    serving_block_cache_mb: int = Field(
+        default=256, ge=8, le=65_536,
+        description="RocksDB block cache of the store, MiB (FIRSTMILE_SERVING_BLOCK_CACHE_MB, default 256): the "
+                    "prepared answers of ~1M profiles fit in 256 MiB; beyond it a lookup may read the disk.")
+    serving_max_waiting_reads: int = Field(
+        default=1000, ge=0, le=1_000_000,
+        description="Reads with ?after= waiting at once, at most (FIRSTMILE_SERVING_MAX_WAITING_READS, default "
+                    "1000); one more answers 503 too_many_waiting_reads with Retry-After: 1 instead of waiting.")
 
     @field_validator("publishable_keys")
     @classmethod
