@@ -40,8 +40,11 @@ class GateConfig:
     min_shadow_support: int = 10
     min_shadow_precision: float = 0.98
     #: A shadow rule is enforced only if its recorded hits touched at most this fraction of the known humans decided
-    #: while it was shadowed (the same bound mining and the bot threshold use).
-    max_shadow_human_rate: float = 0.002
+    #: while it was shadowed. None by default: once enforced, a rule's hit quarantines the rest of that session
+    #: (``bot.session_quarantined``), so each human it touches costs a whole session, not an event (measured on the
+    #: bot-wave scenario: a rule promoted with 2 human hits of 2,072 quarantined 0.65 % of the next day's human
+    #: events).
+    max_shadow_human_rate: float = 0.0
 
 
 @dataclass
@@ -138,7 +141,11 @@ def build_candidate(champion: dict[str, Any], *, student: dict[str, Any] | None,
         rule = copy.deepcopy(rule)
         rule["id"] = f"{rule['id']}.v{version}"
         ev = rule.get("evidence", {})
-        flawless = ev.get("precision", 0) >= 0.99 and ev.get("human_hits", 1) == 0
+        # Strong evidence enters enforcing: no known human hit on all history, and none with its thresholds moved
+        # toward the humans (a rule whose edge sits just past this sample's humans hits the next sample's);
+        # anything less is shadowed first and judged on the traffic it then sees.
+        flawless = ev.get("precision", 0) >= 0.99 and ev.get("human_hits", 1) == 0 \
+            and ev.get("human_hits_at_margin", 0) == 0
         rule["mode"] = "enforce" if start_mode == "enforce" or (start_mode == "auto" and flawless) else "shadow"
         doc["rules"].append(rule)
         notes.append(f"added {rule['id']} ({rule['mode']})")

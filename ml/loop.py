@@ -16,6 +16,7 @@ from typing import Any
 import mlflow
 import mlflow.sklearn
 import numpy as np
+import polars as pl
 
 from ml import registry
 from ml.backtest import backtest, record_backtest
@@ -243,8 +244,13 @@ def train_propensity_run(layout: DataLayout, *, bot_head: bool = True,
 
 
 def mine_rules(layout: DataLayout, *, config: MiningConfig | None = None) -> list[dict[str, Any]]:
-    """Bot rules the champion missed, mined from the training set's hindsight labels (:mod:`ml.bot_rules`)."""
+    """Bot rules the champion missed, mined from the training set's hindsight labels (:mod:`ml.bot_rules`).
+
+    Only settled sessions are mined: a session that ended moments ago may still buy, so its hindsight label
+    ("never bought") cannot be judged yet, and mining it would teach the tree that a hoarder is a human."""
     frame = load_training_events(layout.duckdb_path)
+    if "label_settled" in frame.columns:
+        frame = frame.filter(pl.col("label_settled").fill_null(False))
     return mine_bot_rules(frame, config=config or MiningConfig())
 
 
@@ -258,6 +264,15 @@ def build_and_backtest(layout: DataLayout, *, champion: dict[str, Any], training
     """
     gate_config = gate_config or GateConfig()
     ids, since = shadow_ids(champion)
+    rejected = _rejected_heads(training, gate_config)
+    if rejected:
+        # A head whose student fails its own checks keeps the champion's model, like a head without labels: the
+        # other head and the mined rules still ship (one head's failure never blocks another's).
+        training = {**training, "skipped": {**(training.get("skipped") or {}), **rejected}}
+        if "propensity" in rejected:
+            training.update(student=None, sales_threshold=None)
+        if "bot" in rejected:
+            training["bot"] = {}
     bot = training.get("bot") or {}
     with connect(layout.duckdb_path) as con:
         agreement = shadow_rule_agreement(con, ids, since_versions=since)
@@ -287,11 +302,30 @@ def build_and_backtest(layout: DataLayout, *, champion: dict[str, Any], training
         mlflow.log_dict(result, "backtest/backtest.json")
         mlflow.log_dict({"passed": gate.passed, "reasons": gate.reasons, "checks": gate.checks}, "backtest/gate.json")
     return {"candidate": candidate, "backtest": result, "shadow_agreement": agreement,
-            "gate": {"passed": gate.passed, "reasons": gate.reasons, "checks": gate.checks}}
+            "gate": {"passed": gate.passed, "reasons": gate.reasons, "checks": gate.checks},
+            "kept_heads": skipped}
+
+
+def _rejected_heads(training: dict[str, Any], gate: GateConfig) -> dict[str, str]:
+    """Heads this run trained whose student fails the gate's per-head checks (fidelity, latency), with why."""
+    out: dict[str, str] = {}
+    skipped = training.get("skipped") or {}
+    heads = {"propensity": training.get("propensity_metrics") or training.get("metrics") or {},
+             "bot": (training.get("bot") or {}).get("metrics") or {}}
+    for head, metrics in heads.items():
+        if head in skipped or not metrics:
+            continue
+        gap, cost = metrics.get("auc_gap"), metrics.get("student_us_per_event") or 0.0
+        if gap is not None and gap > gate.max_auc_gap:
+            out[head] = f"its new student's AUC is {gap:.3f} below the teacher's (max {gate.max_auc_gap})"
+        elif cost > gate.latency_budget_us:
+            out[head] = f"its new student costs {cost:.1f} µs per event (budget {gate.latency_budget_us} µs)"
+    return out
 
 
 def register_and_promote(layout: DataLayout, *, candidate: dict[str, Any], training: dict[str, Any],
-                         gate: dict[str, Any], tracking_uri: str | None = None) -> dict[str, Any]:
+                         gate: dict[str, Any], tracking_uri: str | None = None,
+                         kept_heads: dict[str, str] | None = None) -> dict[str, Any]:
     """Attach the policy to the run, register a model version, and move ``champion`` if the gate passed.
 
     The version carries the tags ``validation_status`` (``passed_gate``/``rejected_by_gate``, then ``champion``),
@@ -302,7 +336,8 @@ def register_and_promote(layout: DataLayout, *, candidate: dict[str, Any], train
     with mlflow.start_run(run_id=training["run_id"]):
         mlflow.log_dict(candidate, registry.policy_artifact_path(candidate))
         mlflow.log_dict(candidate, "policy/policy.json")  # the newest, where earlier versions looked
-    bot = training.get("bot") or {}
+    kept = kept_heads or {}
+    bot = {} if "bot" in kept else (training.get("bot") or {})
     extra = {"data_version": str(training.get("data_version", ""))[:5000],
              "gate_reasons": "; ".join(gate.get("reasons") or [])[:5000] or "none"}
     if bot:
@@ -312,7 +347,8 @@ def register_and_promote(layout: DataLayout, *, candidate: dict[str, Any], train
     version = registry.register_candidate(client, training["run_id"], candidate,
                                           status="passed_gate" if gate["passed"] else "rejected_by_gate",
                                           teacher_run=training["run_id"], description=description, extra_tags=extra,
-                                          model_uri=training.get("model_uri") or registry.champion_model_uri(client)
+                                          model_uri=(None if "propensity" in kept else training.get("model_uri"))
+                                          or registry.champion_model_uri(client)
                                           or (f"runs:/{bot['run_id']}/teacher" if bot.get("student") else None))
     layout.policies.mkdir(parents=True, exist_ok=True)
     (layout.policies / f"policy-v{candidate['policy_version']}.json").write_text(json.dumps(candidate, indent=2))

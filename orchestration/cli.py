@@ -33,6 +33,14 @@ def _demo(args: argparse.Namespace) -> int:
     from orchestration.demo import run_demo
 
     settings = _orchestration_settings(args)
+    if args.live:
+        from orchestration.live_demo import run_live_demo
+
+        report = run_live_demo(settings.data_dir, users=args.users or 150, days=args.days, speed=args.speed,
+                               keep=args.keep)
+        print(f"\nTimeline in {settings.layout.reports / 'live_demo.json'}; the platform's data is left in "
+              f"{settings.layout.root} (`firstmile ui`, `firstmile mlflow-ui`).")
+        return 0 if report.first_wave_quarantined else 1
     run_demo(data_dir=settings.data_dir, scenario=args.scenario, users=args.users, fresh=not args.keep,
              mlflow_tracking_uri=settings.mlflow_tracking_uri)
     print(f"\nData left in {settings.layout.root}. Open the UIs with `firstmile ui` (Dagster) and "
@@ -149,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--scenario", default="default")
     demo.add_argument("--users", type=int, default=None)
     demo.add_argument("--keep", action="store_true", help="keep the existing data directory")
+    demo.add_argument("--live", action="store_true",
+                      help="start the platform and play a bot wave through the collector in compressed real time; "
+                           "the sensors run the loop; print the timeline (bot-wave scenario, default 150 users)")
+    demo.add_argument("--days", type=int, default=3, help="--live: simulated days to play")
+    demo.add_argument("--speed", type=float, default=288.0,
+                      help="--live: simulated seconds per second (288: a day in five minutes)")
     demo.set_defaults(func=_demo)
     up = sub.add_parser("up", help="start the platform: broker, collector, workers, lake sink, Dagster, MLflow")
     up.add_argument("--host", default="127.0.0.1")

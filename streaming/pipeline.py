@@ -97,6 +97,10 @@ def _decide_device(raw: bytes | None, state: State, policy: CompiledPolicy, *, s
     errors: list[dict[str, str]] = []
     scores = scoring.score(policy, facts, errors)
     verdict = scoring.bot_verdict(policy, facts, scores.bot, errors)
+    if verdict.is_bot:
+        state.set("bot_session", session_id)
+    elif state.get("bot_session") == session_id:
+        verdict = scoring.BotVerdict([scoring.SESSION_QUARANTINED], verdict.shadow)
     decided, consent_note, device_consent = consent.on_device(event, state, policy, user_id=link.user_id)
     record = decided_record(event, link=link, geo=geo, device=device, crawler_pattern=crawler,
                             session_id=session_id, features=features, facts=facts, verdict=verdict, scores=scores,

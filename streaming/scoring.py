@@ -18,6 +18,9 @@ from streaming.rules import Predicate
 
 #: What stage 1 records for the bot model's threshold (``ml.candidate`` reads it back from the ledger).
 BOT_MODEL = "model.bot"
+#: The reason an event is quarantined because an earlier event of its session was (by an enforced rule or model):
+#: a session is one actor, so the verdict holds for the rest of it.
+SESSION_QUARANTINED = "bot.session_quarantined"
 
 
 def rule_error(rule_id: str, exc: Exception) -> dict[str, str]:

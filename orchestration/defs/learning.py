@@ -77,7 +77,8 @@ def candidate_policy(config: GateThresholds, firstmile: FirstmileResource, prope
         "policy_version": outcome["candidate"]["policy_version"],
         "description": outcome["candidate"]["description"],
         "backtest": dg.MetadataValue.json(bt), "gate_passed": gate["passed"],
-        "gate_reasons": dg.MetadataValue.json(gate["reasons"])})
+        "gate_reasons": dg.MetadataValue.json(gate["reasons"]),
+        "kept_champion_heads": dg.MetadataValue.json(outcome.get("kept_heads") or {})})
     gate_keys = {"backtest_gate": ["consent_identical_or_stricter", "bots_not_fewer", "humans_not_harmed",
                                    "better_than_champion"],
                  "student_latency_budget": ["student_latency_budget"], "student_fidelity": ["student_fidelity"]}
@@ -113,7 +114,8 @@ def published_policy(firstmile: FirstmileResource, propensity_model: dict[str, A
                          + "; ".join(gate["reasons"]))
     orchestration = firstmile.settings()
     registered = register_and_promote(orchestration.layout.ensure(), candidate=candidate, training=propensity_model,
-                                      gate=gate, tracking_uri=orchestration.tracking_uri)
+                                      gate=gate, tracking_uri=orchestration.tracking_uri,
+                                      kept_heads=candidate_policy.get("kept_heads"))
     version = publish_policy(settings.kafka_broker_address, settings.topic(CONTROL_POLICY), candidate)
     return dg.Output({**registered, "published_version": version, "policy": candidate},
                      metadata={"policy_version": version, "model_version": registered["model_version"],

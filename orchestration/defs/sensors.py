@@ -6,9 +6,13 @@
 * ``quarantine_rate_sensor``: "real-time trigger, batch execution": when the share of decided events the hot path
   quarantined in the newly landed files jumps against its running baseline (a new bot wave the current rules
   partly see), it starts the loop early instead of waiting for the nightly retrain.
+* ``novelty_sensor``: a new pattern in the first mile's own features (the distribution of any session feature in
+  newly landed decided events shifts against its running baseline: PSI ≥ 0.25), or shadow rules the hot path
+  recorded enough hits for to be judged, starts the loop within minutes; a shift that persists asks again every
+  ``NOVELTY_MIN_INTERVAL_S`` while it lasts (the first run may find its sessions not yet settled enough to label).
 * ``daily_retrain``: the loop every night at 03:00 UTC.
 
-All three are on by default (the daemon of ``firstmile up`` runs them) and none requests the loop when no broker is
+All of them are on by default (the daemon of ``firstmile up`` runs them) and none requests the loop when no broker is
 configured (``KAFKA_BROKER_ADDRESS`` unset, as under ``firstmile ui`` on the demo's data): its publish step could
 only fail.
 
@@ -25,6 +29,7 @@ from typing import Any
 
 import dagster as dg
 
+from ml.candidate import GateConfig
 from orchestration.defs.jobs import LOOP_JOB, loop_job
 from orchestration.landing import (
     DECIDED_STREAMS,
@@ -34,6 +39,7 @@ from orchestration.landing import (
     landed_files,
     quarantine_counts,
 )
+from orchestration.novelty import DriftThresholds, NoveltyCursor, read_window, top_shift
 from orchestration.resources import FirstmileResource
 
 OWNER = "team:first-mile"
@@ -141,9 +147,74 @@ def quarantine_rate_sensor(context: dg.SensorEvaluationContext, firstmile: First
     if firstmile.streaming_settings().embedded:
         yield dg.SkipReason(f"quarantine rate jumped ({signal}) but no broker is configured to publish to")
         return
+    if _loop_in_flight(context.instance):
+        # the run in flight builds from the same landing zone; queueing one per tick would stack them up
+        yield dg.SkipReason(f"quarantine rate jumped ({signal}) but a loop run is in flight")
+        return
     context.log.warning("quarantine rate jumped: %s", signal)
     yield dg.RunRequest(run_key=f"quarantine_rate:{new[-1].mark.mtime_ns}", job_name=LOOP_JOB,
                         tags={"firstmile/trigger": "quarantine_rate",
+                              **{f"firstmile/{k}": str(v) for k, v in signal.items()}})
+
+
+#: At most one loop request per this many seconds from the novelty sensor.
+NOVELTY_MIN_INTERVAL_S = 120
+
+
+@dg.sensor(job=loop_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="A new pattern in the first mile's features, or shadow rules ready to judge → the loop now")
+def novelty_sensor(context: dg.SensorEvaluationContext, firstmile: FirstmileResource
+                   ) -> Iterator[dg.RunRequest | dg.SkipReason]:
+    cursor = NoveltyCursor.loads(context.cursor)
+    lake = firstmile.layout.lake
+    new = landed_files(lake, streams=DECIDED_STREAMS, after=cursor.mark)
+    if not new:
+        yield dg.SkipReason("no new decided events in the landing zone")
+        return
+    thresholds = DriftThresholds()
+    window = read_window(lake, new)
+    hits = dict(cursor.shadow_hits)
+    for rule_id, n in window.shadow_hits.items():
+        hits[rule_id] = hits.get(rule_id, 0) + n
+    ready = sorted(r for r, n in hits.items() if n >= GateConfig().min_shadow_support)
+    if cursor.baseline.ready and window.rows < thresholds.min_recent and not ready:
+        # too few rows to judge a distribution: keep accumulating them into the next window (the mark stays)
+        yield dg.SkipReason(f"only {window.rows} new decided events (< {thresholds.min_recent}); waiting for more")
+        return
+    judged = cursor.baseline.ready
+    feature, psi = top_shift(cursor.baseline.psi(window.features)) if judged else ("", 0.0)
+    cursor.baseline.fold(window.features, min_baseline=thresholds.min_baseline, adapt=thresholds.adapt)
+    cursor.mark, cursor.shadow_hits = new[-1].mark, hits
+    drift = judged and psi >= thresholds.psi_threshold
+    signal = {"rows": window.rows, "top_feature": feature, "psi": round(psi, 3),
+              "shadow_rules_ready": ",".join(ready)}
+    reason = ""
+    if not (drift or ready):
+        context.update_cursor(cursor.dumps())
+        if judged:
+            yield dg.SkipReason(f"no novelty ({signal})")
+        elif cursor.baseline.ready:
+            yield dg.SkipReason(f"feature baseline fixed on {cursor.baseline.rows} rows")
+        else:
+            yield dg.SkipReason(f"building the feature baseline ({cursor.baseline.rows} of "
+                                f"{thresholds.min_baseline} rows)")
+        return
+    now = time.time()
+    if firstmile.streaming_settings().embedded:
+        reason = "no broker is configured to publish to"
+    elif _loop_in_flight(context.instance):
+        reason = "a loop run is in flight"
+    elif now - cursor.last_request_at < NOVELTY_MIN_INTERVAL_S:
+        reason = f"last novelty request {now - cursor.last_request_at:.0f}s ago"
+    if reason:
+        context.update_cursor(cursor.dumps())
+        yield dg.SkipReason(f"novelty {signal}, but {reason}")
+        return
+    context.log.warning("novelty in the first mile's events: %s", signal)
+    cursor.shadow_hits, cursor.last_request_at = {}, now
+    context.update_cursor(cursor.dumps())
+    yield dg.RunRequest(run_key=f"novelty:{new[-1].mark.mtime_ns}", job_name=LOOP_JOB,
+                        tags={"firstmile/trigger": "novelty" if drift else "shadow_evidence",
                               **{f"firstmile/{k}": str(v) for k, v in signal.items()}})
 
 
@@ -158,4 +229,4 @@ def daily_retrain(context: dg.ScheduleEvaluationContext, firstmile: FirstmileRes
                          tags={"firstmile/trigger": "daily_retrain"})
 
 
-SENSORS = [landing_zone_sensor, quarantine_rate_sensor]
+SENSORS = [landing_zone_sensor, quarantine_rate_sensor, novelty_sensor]

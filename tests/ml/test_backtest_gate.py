@@ -12,7 +12,7 @@ import pytest
 from ml import loop, registry
 from ml.backtest import backtest
 from ml.bot_rules import MiningConfig, mine_bot_rules
-from ml.candidate import BOT_MODEL_ID, build_candidate, evaluate_gate, shadow_ids, shadow_rule_agreement
+from ml.candidate import BOT_MODEL_ID, GateConfig, build_candidate, evaluate_gate, shadow_ids, shadow_rule_agreement
 from streaming.bots import is_datacenter
 from streaming.policy import bootstrap_policy, compile_policy, seal
 from tests.ml.conftest import synthetic_events, write_lake, write_warehouse
@@ -186,8 +186,9 @@ def test_mined_rules_and_the_bot_model_enter_in_shadow_and_are_enforced_when_rec
     assert agreement["bot.mined.0.v2"]["humans"] == int((~bots).sum())
     v3 = build_candidate(v2, student=None, mined=[], shadow_agreement=agreement)
     modes = {r["id"]: r["mode"] for r in v3["rules"]}
+    bound = GateConfig().max_shadow_human_rate
     assert modes["bot.mined.0.v2"] == ("enforce" if agreement["bot.mined.0.v2"]["precision"] >= 0.98
-                                       and agreement["bot.mined.0.v2"]["human_rate"] <= 0.002 else "shadow")
+                                       and agreement["bot.mined.0.v2"]["human_rate"] <= bound else "shadow")
     assert modes["bot.mined.0.v2"] == "enforce"
     # Hits recorded before the rule existed (older versions) never count.
     with connect(layout.duckdb_path) as con:

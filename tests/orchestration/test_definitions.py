@@ -34,7 +34,8 @@ def test_publication_is_gated_by_blocking_checks():
 
 def test_sensors_schedule_and_jobs_are_registered_and_the_loop_excludes_partitioned_and_report_assets():
     defs = build_definitions()
-    assert {s.name for s in defs.sensors} == {"landing_zone_sensor", "quarantine_rate_sensor", "regulations_sensor"}
+    assert {s.name for s in defs.sensors} == {"landing_zone_sensor", "quarantine_rate_sensor", "novelty_sensor",
+                                              "regulations_sensor"}
     assert [s.name for s in defs.schedules] == ["daily_retrain"]
     loop_keys = {k.to_user_string() for k in defs.resolve_job_def("loop").asset_layer.executable_asset_keys}
     assert {"published_policy", "candidate_policy", "training_events", "published_control", "erasure_audit"} \

@@ -143,6 +143,28 @@ def test_quarantine_rate_sensor_triggers_the_loop_early_when_the_rate_jumps_agai
     assert QuarantineCursor.loads(cursor3).baseline_decided == 900 + 340
 
 
+def test_quarantine_rate_and_novelty_sensors_do_not_stack_loop_runs_while_one_is_in_flight(tmp_path, instance):
+    from dagster._core.test_utils import create_run_for_test
+
+    from orchestration.defs.sensors import novelty_sensor
+
+    lake = tmp_path / "lake"
+    resource = _resource(tmp_path)
+    _land(lake, "events", 570, at=DAY1)
+    _land(lake, "quarantine", 30, at=DAY1)
+    _land_records(lake, "events", _featured(600, at=DAY1, seed=1))
+    _, q_cursor, _ = _evaluate(quarantine_rate_sensor, instance, None, resource)
+    _, n_cursor, _ = _evaluate(novelty_sensor, instance, None, resource)
+    create_run_for_test(instance, job_name="loop", status=dg.DagsterRunStatus.STARTED)
+    _land(lake, "quarantine", 150, at=DAY2)
+    _land(lake, "events", 200, at=DAY2)
+    _land_records(lake, "events", _featured(300, at=DAY2, seed=4, hoarders=0.5))
+    requests, _, skips = _evaluate(quarantine_rate_sensor, instance, q_cursor, resource)
+    assert requests == [] and "in flight" in skips[0], skips
+    requests, _, skips = _evaluate(novelty_sensor, instance, n_cursor, resource)
+    assert requests == [] and "in flight" in skips[0], skips
+
+
 def test_landing_zone_day_summarizes_one_partition(tmp_path):
     lake = tmp_path / "lake"
     _land(lake, "events", 8, at=DAY1)
@@ -168,3 +190,88 @@ def test_daily_retrain_runs_the_loop_nightly_only_when_a_broker_can_receive_the_
     without = dg.build_schedule_context(instance=instance, scheduled_execution_time=at,
                                         resources={"firstmile": _resource(tmp_path, broker="unset")})
     assert "no broker" in daily_retrain.evaluate_tick(without).skip_message
+
+
+def _featured(n: int, *, at: datetime, seed: int, hoarders: float = 0.0, shadow: str | None = None) -> list[dict]:
+    """Decided events with session features: shoppers browse (cart values of tens), a hoarder wave puts hundreds
+    in the cart within seconds; ``shadow`` names a shadow rule the hot path recorded on the hoarders."""
+    import random
+
+    from streaming.sessions import FEATURES
+
+    rng = random.Random(seed)
+    out = []
+    for i, rec in enumerate(_records(n, at=at)):
+        hoarder = rng.random() < hoarders
+        features = {name: rng.uniform(0, 5) for name in FEATURES}
+        features["cart_value"] = rng.uniform(600, 2000) if hoarder else rng.choice([0.0, 0.0, rng.uniform(5, 80)])
+        features["session_duration_s"] = rng.uniform(1, 40) if hoarder else rng.uniform(30, 900)
+        ledger = {"shadow_rules_fired": [shadow]} if hoarder and shadow else {}
+        out.append({**rec, "event_id": f"{seed}-{i}", "features": features, "ledger": ledger})
+    return out
+
+
+def _land_records(lake: Path, stream: str, records: list[dict]) -> None:
+    paths = write_batch(lake, stream, records)
+    _land.clock = getattr(_land, "clock", time.time_ns()) + 1_000_000  # type: ignore[attr-defined]
+    for path in paths:
+        os.utime(path, ns=(_land.clock, _land.clock))  # type: ignore[attr-defined]
+
+
+def test_novelty_sensor_starts_the_loop_when_the_first_miles_features_shift_and_again_for_shadow_evidence(
+        tmp_path, instance):
+    from orchestration.defs.sensors import novelty_sensor
+    from orchestration.novelty import NoveltyCursor
+
+    lake = tmp_path / "lake"
+    resource = _resource(tmp_path)
+    # the baseline: ordinary shoppers
+    _land_records(lake, "events", _featured(600, at=DAY1, seed=1))
+    requests, cursor, skips = _evaluate(novelty_sensor, instance, None, resource)
+    assert requests == [] and "baseline fixed on 600 rows" in skips[0]
+    assert NoveltyCursor.loads(cursor).baseline.ready
+
+    # more of the same: judged, no shift
+    _land_records(lake, "events", _featured(300, at=DAY1 + timedelta(hours=1), seed=2))
+    requests, cursor, skips = _evaluate(novelty_sensor, instance, cursor, resource)
+    assert requests == [] and "no novelty" in skips[0], skips
+
+    # too few rows to judge: the window keeps growing, the cursor does not move
+    _land_records(lake, "events", _featured(50, at=DAY2, seed=3, hoarders=0.4))
+    requests, held, skips = _evaluate(novelty_sensor, instance, cursor, resource)
+    assert requests == [] and held == cursor and "waiting for more" in skips[0]
+
+    # a wave of hoarders, 40 % of the new events: the cart values and durations shift → the loop, now
+    _land_records(lake, "events", _featured(250, at=DAY2 + timedelta(minutes=5), seed=4, hoarders=0.4))
+    requests, cursor, _ = _evaluate(novelty_sensor, instance, held, resource)
+    assert len(requests) == 1 and requests[0].job_name == "loop", requests
+    tags = requests[0].tags
+    assert tags["firstmile/trigger"] == "novelty"
+    assert tags["firstmile/top_feature"] in ("f_cart_value", "f_session_duration_s")
+    assert float(tags["firstmile/psi"]) >= 0.25
+
+    # the policy now shadows a rule on them: once it has enough recorded hits, the loop is asked to judge it —
+    # but not within NOVELTY_MIN_INTERVAL_S of the last request, and the hits are kept meanwhile
+    _land_records(lake, "events", _featured(300, at=DAY2 + timedelta(minutes=10), seed=5, hoarders=0.1,
+                                           shadow="bot.mined.0.v2"))
+    requests, cursor, skips = _evaluate(novelty_sensor, instance, cursor, resource)
+    assert requests == [] and "last novelty request" in skips[0], skips
+    assert NoveltyCursor.loads(cursor).shadow_hits["bot.mined.0.v2"] >= 10
+    state = NoveltyCursor.loads(cursor)
+    state.last_request_at -= 3600
+    _land_records(lake, "events", _featured(250, at=DAY2 + timedelta(minutes=15), seed=6))
+    requests, cursor, _ = _evaluate(novelty_sensor, instance, state.dumps(), resource)
+    assert len(requests) == 1 and "bot.mined.0.v2" in requests[0].tags["firstmile/shadow_rules_ready"]
+    assert NoveltyCursor.loads(cursor).shadow_hits == {}
+
+
+def test_novelty_sensor_does_not_request_the_loop_without_a_broker(tmp_path, instance):
+    from orchestration.defs.sensors import novelty_sensor
+
+    lake = tmp_path / "lake"
+    resource = _resource(tmp_path, broker="")
+    _land_records(lake, "events", _featured(600, at=DAY1, seed=1))
+    _, cursor, _ = _evaluate(novelty_sensor, instance, None, resource)
+    _land_records(lake, "events", _featured(300, at=DAY2, seed=4, hoarders=0.5))
+    requests, _, skips = _evaluate(novelty_sensor, instance, cursor, resource)
+    assert requests == [] and "no broker" in skips[0]

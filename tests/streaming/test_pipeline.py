@@ -165,6 +165,23 @@ def test_regular_fast_session_is_caught_by_the_rate_rule(policy):
     assert outs[0][0].topic != topics.QUARANTINE
 
 
+def test_a_session_caught_by_an_enforced_rule_stays_caught_and_the_next_session_starts_clean():
+    doc = bootstrap_policy()
+    doc["rules"].append({"id": "bot.mined.add", "kind": "bot", "mode": "enforce", "description": "test",
+                         "when": {"==": [{"var": "event_name"}, "Product Added"]}})
+    doc["policy_version"] = 2
+    hot = Hot(compile_policy(seal(doc)))
+    assert hot.send(wire(0, event="Product Viewed"))[0].topic != topics.QUARANTINE
+    caught = hot.send(wire(1, event="Product Added"))[0]
+    later = hot.send(wire(2, event="Product Viewed"))[0]  # the rule does not hold here: the session's verdict does
+    assert caught.topic == topics.QUARANTINE and caught.value["bot_reasons"] == ["bot.mined.add"]
+    assert later.topic == topics.QUARANTINE and later.value["bot_reasons"] == ["bot.session_quarantined"]
+    assert later.value["session_id"] == caught.value["session_id"]
+    # more than the session gap later: a new session, decided on its own
+    fresh = hot.send(wire(3, event="Product Viewed", t=T0 + timedelta(hours=2)))[0]
+    assert fresh.topic != topics.QUARANTINE
+
+
 def _policy_with(**changes):
     from streaming.policy import seal
 

@@ -2,6 +2,7 @@
 -- warehouse recomputes them (what the first mile can know at that instant) and labels from hindsight:
 --   label_converted: the session has an 'Order Completed' at or after this event (arrival order)
 --   label_bot:       bot_labels.label_bot of the event's session
+--   label_settled:   the session ended long enough ago for its hindsight labels to be judged
 with
 
 features as (
@@ -17,7 +18,7 @@ profiles as (
 ),
 
 bot_labels as (
-    select session_id, label_bot, label_bot_behaviour from {{ ref('bot_labels') }}
+    select session_id, label_bot, label_bot_behaviour, label_settled from {{ ref('bot_labels') }}
 ),
 
 outcomes as (
@@ -54,7 +55,8 @@ final as (
         {{ feature_columns(prefix='f_', relation_alias='outcomes') }},
         coalesce(outcomes.last_order_number >= outcomes.session_event_number, false) as label_converted,
         bot_labels.label_bot,
-        bot_labels.label_bot_behaviour
+        bot_labels.label_bot_behaviour,
+        coalesce(bot_labels.label_settled, false) as label_settled
     from outcomes
     inner join events using (event_id)
     left join profiles using (event_id)
