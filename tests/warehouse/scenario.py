@@ -141,6 +141,12 @@ def build(lake: Path) -> Scenario:
         sc.add("events", device="anon-x", profile=ERASED_PROFILE, user="u-x", email_hash="eh-x",
                ts=t + timedelta(minutes=30, seconds=10 * i), properties={"category": "erase-me"})
 
+    # microsecond event times (an SDK's timestamp rebased on the collector's clock): both engines truncate them to
+    # whole milliseconds (DuckDB's epoch_ms would round .348999 up: a session id one millisecond off)
+    us = DAY1 + timedelta(hours=3, microseconds=348_999)
+    for i in range(3):
+        sc.add("events", device="anon-us", ts=us + i * timedelta(seconds=7, microseconds=999_600))
+
     # --- day 2 --------------------------------------------------------------------------------------------
     t = DAY2
     # h1 again (new session: more than 30 min later)

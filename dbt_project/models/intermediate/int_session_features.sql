@@ -130,9 +130,12 @@ renamed as (
         session_offset,
         session_id as hot_session_id,
         {{ feature_columns(prefix='hot_f_', source_prefix='f_') }},
-        epoch_ms(event_ts) as ts_ms,
+        -- whole milliseconds, truncated as streaming.decided.epoch_ms does (DuckDB's epoch_ms rounds a
+        -- microsecond timestamp to the nearest millisecond: one session id a millisecond apart)
+        epoch_us(event_ts) // 1000 as ts_ms,
         -- streaming.sessions.is_live: received within live_lag_s of the event time
-        coalesce(epoch_ms(received_at) - epoch_ms(event_ts) <= {{ live_lag }} * 1000, true) as is_live,
+        coalesce(epoch_us(received_at) // 1000 - epoch_us(event_ts) // 1000 <= {{ live_lag }} * 1000, true)
+            as is_live,
         case when json_valid(properties) then properties end as properties
     from decided
     where device_id is not null
