@@ -89,28 +89,39 @@ def consent_not_looser(candidate: Mapping[str, Any], champion: Mapping[str, Any]
     return True
 
 
-def archived_events_sql() -> str:
+def archived_events_sql(*, settled_only: bool = False) -> str:
     """The decided events the hot path let through or quarantined, as the warehouse keeps them, with their hindsight
     labels: ``stg_decided`` (dbt's one dedupe: the copy that counts, a reused id kept apart as ``<id>@<device>``)
-    joined with ``training_events`` on that same id. ml reads decided events only through these models."""
-    return """
+    joined with ``training_events`` on that same id. ml reads decided events only through these models.
+
+    ``settled_only``: only sessions whose hindsight labels can be judged (``label_settled``): a session that ended
+    moments ago is not yet known to be a human, so a rule hitting it must not count as harming one."""
+    return f"""
         select decided.*, t.label_bot, t.label_converted
         from stg_decided decided
         join training_events t using (event_id)
-        where decided.stream in ('events', 'quarantine')
+        where decided.stream in ('events', 'quarantine'){" and t.label_settled" if settled_only else ""}
     """
+
+
+def has_settled_labels(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the warehouse's training set says which sessions are settled (built by this version of dbt)."""
+    row = con.execute("select count(*) from information_schema.columns "
+                      "where table_name = 'training_events' and column_name = 'label_settled'").fetchone()
+    return bool(row and row[0])
 
 
 def backtest(con: duckdb.DuckDBPyConnection, candidate: Mapping[str, Any],
              champion: Mapping[str, Any]) -> dict[str, Any]:
     """Score both policies on the same archived events. A fact whose column an older lake lacks reads as NULL
     (its rules never fire)."""
-    available = {row[0] for row in con.execute(f"describe {archived_events_sql()}").fetchall()}
+    archived = archived_events_sql(settled_only=has_settled_labels(con))
+    available = {row[0] for row in con.execute(f"describe {archived}").fetchall()}
     columns = {fact: sql if not sql.isidentifier() or sql in available else "NULL" for fact, sql in COLUMNS.items()}
     cand_bot, champ_bot = bot_sql(candidate, columns), bot_sql(champion, columns)
     cand_sales, champ_sales = sales_sql(candidate, columns), sales_sql(champion, columns)
     row = con.execute(f"""
-        with events as ({archived_events_sql()}),
+        with events as ({archived}),
         decided as (
             select label_bot = 1 as bot, label_converted = 1 as converted,
                    {champ_bot} as champ_q, {cand_bot} as cand_q,

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import duckdb
 import numpy as np
 
-from ml.backtest import archived_events_sql
+from ml.backtest import archived_events_sql, has_settled_labels
 from streaming.policy import compile_policy, seal
 
 StartMode = Literal["shadow", "enforce", "auto"]
@@ -68,13 +68,14 @@ def shadow_rule_agreement(con: duckdb.DuckDBPyConnection, rule_ids: list[str], *
     the id ``model.bot`` across versions, so only hits of the document being judged may count.
     """
     out: dict[str, dict[str, float]] = {}
+    archived = archived_events_sql(settled_only=has_settled_labels(con)) if rule_ids else ""
     for rule_id in rule_ids:
         since = int((since_versions or {}).get(rule_id, 0))
         row = con.execute(f"""
             with events as (
                 select *, list_contains(coalesce(from_json(json_extract(ledger, '$.shadow_rules_fired'),
                                                            '["VARCHAR"]'), []::VARCHAR[]), ?) as hit
-                from ({archived_events_sql()})
+                from ({archived})
                 where coalesce(policy_version, 0) >= ?)
             select count(*) filter (where hit), count(*) filter (where hit and label_bot = 1),
                    count(*) filter (where label_bot = 0)

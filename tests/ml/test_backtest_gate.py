@@ -223,3 +223,26 @@ def test_a_candidate_never_carries_an_old_champions_merges_or_erased_ids():
     candidate = build_candidate(old, student=None, mined=[])
     assert "identity_merges" not in candidate and "erased_ids" not in candidate
     compile_policy(candidate)  # a worker would accept it
+
+
+def test_sessions_not_yet_settled_are_not_counted_as_known_humans_a_rule_harms(layout):
+    # A wave the labels have not judged yet (its sessions ended moments ago: "never bought" cannot be told) looks
+    # like humans; a candidate rule catching it must not be charged with quarantining humans.
+    frame = synthetic_events(400, seed=5)
+    unsettled = (frame["label_bot"] == 1) & (pl.int_range(frame.height) % 2 == 0)
+    frame = frame.with_columns(
+        pl.when(unsettled).then(0).otherwise(pl.col("label_bot")).cast(pl.Int8).alias("label_bot"),
+        (~unsettled).alias("label_settled"))
+    write_warehouse(layout, frame)
+    write_lake(layout, frame)
+    champion = bootstrap_policy()
+    candidate = _with_rules(champion, FAST_RULE)
+    with connect(layout.duckdb_path) as con:
+        settled = backtest(con, candidate, champion)
+    write_warehouse(layout, frame.drop("label_settled"))  # a warehouse built before settled labels existed
+    with connect(layout.duckdb_path) as con:
+        everything = backtest(con, candidate, champion)
+    n_unsettled = int(frame["label_settled"].not_().sum())
+    assert settled["events"] == frame.height - n_unsettled < everything["events"]
+    assert everything["candidate_humans_quarantined"] > settled["candidate_humans_quarantined"], (everything,
+                                                                                                   settled)
