@@ -61,12 +61,15 @@ def policy_artifact_path(policy_doc: dict[str, Any]) -> str:
 
 
 def policy_of_version(client: MlflowClient, version: Any) -> dict[str, Any]:
-    """The policy document attached to a model version (tag ``policy_artifact``; older versions: the run's
-    ``policy/policy.json``)."""
+    """The policy document attached to a model version (tags ``policy_run`` and ``policy_artifact``; older versions:
+    the version's run's ``policy/policy.json``)."""
     tags = getattr(version, "tags", None) or {}
     if "policy_artifact" not in tags:
         tags = client.get_model_version(MODEL_NAME, version.version).tags or {}
-    path = client.download_artifacts(version.run_id, tags.get("policy_artifact", "policy/policy.json"))
+    # the run the policy was logged to: a version whose head kept the champion's model registers that model (its
+    # source is another run), so the version's own run_id is not where the policy is
+    path = client.download_artifacts(tags.get("policy_run", version.run_id),
+                                     tags.get("policy_artifact", "policy/policy.json"))
     return json.loads(Path(path).read_text())
 
 
@@ -102,7 +105,8 @@ def register_candidate(client: MlflowClient, run_id: str, policy_doc: dict[str, 
     for key, value in {"validation_status": status, "distilled_from": teacher_run,
                        "policy_version": str(policy_doc["policy_version"]),
                        "policy_checksum": policy_doc["checksum"],
-                       "policy_artifact": policy_artifact_path(policy_doc), **(extra_tags or {})}.items():
+                       "policy_artifact": policy_artifact_path(policy_doc), "policy_run": run_id,
+                       **(extra_tags or {})}.items():
         client.set_model_version_tag(MODEL_NAME, version.version, key, value)
     return version
 

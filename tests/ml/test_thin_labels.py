@@ -51,3 +51,10 @@ def test_no_conversions_yet_keeps_the_propensity_model_and_still_trains_the_bot_
     outcome = loop.build_and_backtest(layout, champion=loop.current_champion(layout), training=training, mined=[])
     assert any(r.startswith("propensity head kept the champion's model") for r in outcome["gate"]["reasons"])
     assert outcome["candidate"]["models"]["bot"]["mode"] == "shadow"
+    # registered, it registers another run's model (the bot head's teacher, on a fresh installation): the next
+    # loop still reads the champion's policy from the run it was logged to
+    registered = loop.register_and_promote(layout, candidate=outcome["candidate"], training=training,
+                                           gate={**outcome["gate"], "passed": True},
+                                           kept_heads=outcome["kept_heads"])
+    assert registered["promoted"]
+    assert loop.current_champion(layout)["policy_version"] == outcome["candidate"]["policy_version"]
