@@ -156,7 +156,7 @@ def simulate_nightly(frame: pl.DataFrame, nights: Iterable[datetime], *, base_po
                  | pl.col("is_bot").any().over("session_id")).cast(pl.Int8).alias("label_bot"))
         labels = [bool(v) for v in seen["label_bot"].fill_null(0)]
         run = NightlyRun(midnight=night, rows=n, policy=champion)
-        run.mined = mine_bot_rules(seen, config=config) if n else []
+        run.mined = mine_bot_rules(_settled(seen, night), config=config) if n else []
         agreement = _shadow_agreement(champion, facts[:n], labels, ts[:n], entered)
         candidate = build_candidate(champion, student=None, mined=run.mined, shadow_agreement=agreement,
                                     start_mode="auto", gate=gate, created_at=night)
@@ -194,3 +194,18 @@ def first_enforcing_run(runs: Sequence[NightlyRun], pattern: Sequence[Mapping[st
                         min_coverage: float = 0.5) -> NightlyRun | None:
     """The first run from which the batch enforces rules catching at least ``min_coverage`` of the pattern."""
     return next((run for run in runs if coverage(run, pattern) >= min_coverage), None)
+
+
+#: dbt_project.yml ``bot_label_settle_s``: the loop mines only sessions that ended this long before its newest event.
+LABEL_SETTLE_S = 120
+
+
+def _settled(seen: pl.DataFrame, night: datetime) -> pl.DataFrame:
+    """The rows of sessions that had ended ``LABEL_SETTLE_S`` before ``night``: what the loop would have mined had it
+    run then (its ``label_settled`` is relative to the newest event it saw)."""
+    if "session_id" not in seen.columns or seen.is_empty():
+        return seen
+    ends = seen.group_by("session_id").agg(pl.col("event_ts").max().alias("_session_end"))
+    cutoff = night - timedelta(seconds=LABEL_SETTLE_S)
+    return seen.join(ends, on="session_id", how="left").filter(
+        pl.col("_session_end").is_null() | (pl.col("_session_end") <= cutoff)).drop("_session_end")

@@ -20,6 +20,7 @@ import duckdb
 
 from ml.nightly import NightlyRun, coverage, first_enforcing_run, midnights, simulate_nightly
 from streaming.policy import compile_policy
+from streaming.scoring import SESSION_QUARANTINED
 
 #: A nightly run "found" a pattern when the rules it enforces catch at least this share of the pattern's events.
 MIN_COVERAGE = 0.5
@@ -83,7 +84,9 @@ def replay(rows: Sequence[Mapping[str, Any]], duckdb_path: Path, base_policy: di
     nights = midnights(rows[0]["event_ts"], rows[-1]["event_ts"])
     out.skipped = [m for m in nights if missing is not None and m > missing]
     nights = [m for m in nights if m not in out.skipped]
-    base_ids = {r["id"] for r in base_policy["rules"]}
+    # The session verdict (bot.session_quarantined) counts as the batch's too: generous to the batch (a CDP's
+    # collection filter is stateless), so the comparison never credits the first mile with it.
+    base_ids = {r["id"] for r in base_policy["rules"]} | {SESSION_QUARANTINED}
     first_mile_only = {r["event_id"] for r in rows if r["stream"] == "quarantine"
                        and (reasons := bot_reasons(r.get("bot_reasons"))) and not set(reasons) & base_ids}
     out.runs = simulate_nightly(frame, nights, base_policy=base_policy, first_mile_only=first_mile_only)
