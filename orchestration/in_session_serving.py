@@ -16,7 +16,14 @@ from collections import defaultdict
 from pathlib import Path
 
 from orchestration.latency_impact import LIVE_NOT_RUN, InSessionServing
-from streaming.simulator.live import LiveRun, PlayedSession, latest_run_dir, live_dir, percentiles, read_run
+from streaming.simulator.live_records import (
+    LiveRun,
+    PlayedSession,
+    latest_run_dir,
+    live_dir,
+    percentiles,
+    read_run,
+)
 from streaming.simulator.response import respond
 
 

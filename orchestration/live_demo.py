@@ -67,7 +67,7 @@ class LiveDemoReport:
 
 def _truth(scenario: Any, days: list[int], run_id: str) -> dict[str, tuple[str, str]]:
     """event id as the live run sends it → (actor kind, session)."""
-    from streaming.simulator.live import session_scripts
+    from streaming.simulator.live_sessions import session_scripts
 
     namespace = uuid.uuid5(uuid.NAMESPACE_URL, f"firstmile-live:{run_id}")
     out: dict[str, tuple[str, str]] = {}

@@ -24,32 +24,21 @@ import logging
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestration.children import Child, PlatformError, http_ok, spawn, stop_group, wait_until
 from orchestration.settings import OrchestrationSettings
 from streaming.broker import EmbeddedBroker, create_topics
 from streaming.collector.config import CollectorSettings
-from streaming.errors import FirstmileError
 from streaming.restarts import RestartPolicy, decide_restart
 from streaming.settings import StreamingSettings
 
 logger = logging.getLogger(__name__)
-
-#: How long a process group gets between SIGTERM and SIGKILL.
-STOP_GRACE_S = 15.0
-
-
-class PlatformError(FirstmileError, RuntimeError):
-    """A component did not start, or died while the platform was running."""
-
 
 @dataclass(frozen=True)
 class PlatformOptions:
@@ -68,28 +57,6 @@ class PlatformOptions:
     ready_timeout_s: float = 120.0
     #: When a child that exited on its own is started again (streaming/restarts.py).
     restart: RestartPolicy = field(default_factory=RestartPolicy)
-
-
-@dataclass
-class Child:
-    """A component's process, and what it takes to start it again."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-    argv: list[str]
-    env: dict[str, str]
-    url: str | None = None
-    started_at: float = field(default_factory=time.monotonic)
-    #: exits in a row, each soon after its start (streaming.restarts)
-    rapid_failures: int = 0
-    #: when the exited child is due to start again; None while it runs (or once given up on)
-    restart_at: float | None = None
-    exits: list[int] = field(default_factory=list)
-    gave_up: bool = False
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
 
 
 @dataclass
@@ -160,7 +127,7 @@ class Platform:
     def _restart(self, child: Child, echo: Callable[[str], None], now: float) -> None:
         with child.log.open("ab") as out:
             out.write(f"--- firstmile up: restarting {child.name} (last exit {child.exits[-1]})\n".encode())
-        fresh = _spawn(child.name, child.argv, child.env, child.log.parent, url=child.url)
+        fresh = spawn(child.name, child.argv, child.env, child.log.parent, url=child.url)
         child.process, child.started_at, child.restart_at = fresh.process, now, None
         echo(f"{child.name} restarted (pid {child.process.pid})")
 
@@ -177,51 +144,6 @@ class Platform:
             self.embedded.stop()
 
 
-def stop_group(process: subprocess.Popen[bytes], *, name: str, grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM the child's process group, wait, then SIGKILL the group. The child leads its own group
-    (``start_new_session``), so the group id is its pid, and the group outlives a leader that died: its members
-    (a delivery service's lanes, ``dagster dev``'s webserver) are stopped too."""
-    try:
-        pgid: int | None = os.getpgid(process.pid)
-    except ProcessLookupError:
-        pgid = None
-    if process.poll() is not None:
-        pgid = process.pid  # the leader is gone (and reaped); its group may still have members
-    if pgid is not None and pgid == process.pid:
-        for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                break
-            if _group_gone(pgid, process, wait):
-                break
-    elif process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    try:
-        process.wait(5.0)
-    except subprocess.TimeoutExpired:
-        logger.error("%s (pid %d) did not exit", name, process.pid)
-    logger.info("%s stopped (exit %s)", name, process.returncode)
-
-
-def _group_gone(pgid: int, leader: subprocess.Popen[bytes], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        leader.poll()  # reap the leader, or the group keeps a zombie member
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        time.sleep(0.1)
-    return False
-
-
 def dev_write_key(configured: str) -> tuple[str, str]:
     """The write keys the collector gets, and the one to print.
 
@@ -233,38 +155,6 @@ def dev_write_key(configured: str) -> tuple[str, str]:
         return spec, spec.replace("\n", ",").split(",")[0].split(":")[0].strip()
     key = "dev-" + secrets.token_hex(8)
     return f"{key}:dev", key
-
-
-def http_ok(url: str, *, timeout: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback URLs we built
-            return 200 <= response.status < 400
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def wait_until(check: Callable[[], bool], *, what: str, timeout: float, watch: Child | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        if watch is not None and not watch.alive():
-            raise PlatformError(f"{watch.name} exited with {watch.process.returncode} before it was ready; "
-                                f"see {watch.log}")
-        time.sleep(0.25)
-    raise PlatformError(f"{what} was not ready within {timeout:.0f}s" + (f"; see {watch.log}" if watch else ""))
-
-
-def _spawn(name: str, argv: list[str], env: dict[str, str], logs: Path, *, url: str | None = None) -> Child:
-    log = logs / f"{name}.log"
-    out = log.open("ab")
-    try:
-        process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
-    finally:
-        out.close()  # the child holds its own descriptor
-    logger.info("started %s (pid %d)", name, process.pid)
-    return Child(name=name, process=process, log=log, argv=argv, env=env, url=url)
 
 
 def _port(value: int) -> int:
@@ -331,14 +221,14 @@ def start_platform(options: PlatformOptions, *, streaming: CollectorSettings, or
         bin_dir = Path(py).parent
 
         collector_port = _port(options.collector_port)
-        collector = _spawn("collector", [py, "-m", "streaming.collector"],
+        collector = spawn("collector", [py, "-m", "streaming.collector"],
                            {**env, "FIRSTMILE_COLLECTOR_HOST": options.host,
                             "FIRSTMILE_COLLECTOR_PORT": str(collector_port)}, logs,
                            url=f"http://{options.host}:{collector_port}")
         platform.children.append(collector)
         for i in range(options.workers):
-            platform.children.append(_spawn(f"worker-{i + 1}", [py, "-m", "streaming.worker"], env, logs))
-        platform.children.append(_spawn("lake-sink", [py, "-m", "streaming.lake_sink"], env, logs))
+            platform.children.append(spawn(f"worker-{i + 1}", [py, "-m", "streaming.worker"], env, logs))
+        platform.children.append(spawn("lake-sink", [py, "-m", "streaming.lake_sink"], env, logs))
         destinations = streaming.destinations_file
         if destinations.exists():
             from streaming.delivery.app import create_delivery_topics
@@ -346,14 +236,14 @@ def start_platform(options: PlatformOptions, *, streaming: CollectorSettings, or
 
             declared = load_destinations(destinations)  # a config error names the field before anything runs
             create_delivery_topics(platform.broker_address, streaming, declared)
-            platform.children.append(_spawn("delivery", [py, "-m", "streaming.delivery"],
+            platform.children.append(spawn("delivery", [py, "-m", "streaming.delivery"],
                                             {**env, "FIRSTMILE_DESTINATIONS_FILE": str(destinations.resolve())},
                                             logs))
             platform.delivery = f"{len(declared.destinations)} destinations from {destinations}"
         else:
             platform.delivery = f"not started: no destinations file ({destinations}; FIRSTMILE_DESTINATIONS_FILE)"
         serving_port = _port(options.serving_port)
-        serving = _spawn("serving", [py, "-m", "streaming.serving"],
+        serving = spawn("serving", [py, "-m", "streaming.serving"],
                          {**env, "FIRSTMILE_SERVING_HOST": options.host, "FIRSTMILE_SERVING_PORT": str(serving_port)},
                          logs, url=f"http://{options.host}:{serving_port}")
         platform.children.append(serving)
@@ -364,13 +254,13 @@ def start_platform(options: PlatformOptions, *, streaming: CollectorSettings, or
 
             ensure_dbt_manifest(orchestration)
             port = _port(options.dagster_port)
-            dagster = _spawn("dagster", [str(bin_dir / "dagster"), "dev", "-m", "orchestration.definitions",
+            dagster = spawn("dagster", [str(bin_dir / "dagster"), "dev", "-m", "orchestration.definitions",
                                          "-h", options.host, "-p", str(port)], env, logs,
                              url=f"http://{options.host}:{port}")
             platform.children.append(dagster)
         if options.mlflow:
             port = _port(options.mlflow_port)
-            mlflow = _spawn("mlflow", [str(bin_dir / "mlflow"), "server", "--workers", "1", "--host", options.host,
+            mlflow = spawn("mlflow", [str(bin_dir / "mlflow"), "server", "--workers", "1", "--host", options.host,
                                        "--port", str(port), "--backend-store-uri", layout.mlflow_tracking_uri,
                                        "--default-artifact-root", layout.mlflow_artifacts.as_uri()],
                             {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, logs,

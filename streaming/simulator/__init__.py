@@ -30,7 +30,9 @@ from streaming.simulator.delivery import restamp, send_http, send_to_kafka, summ
 from streaming.simulator.events import SimEvent
 from streaming.simulator.events import _iso as _iso  # tests stamp times as the generator does
 from streaming.simulator.generation import generate
-from streaming.simulator.live import LiveRun, LiveTarget, Pace, SessionScript, latest_run_dir, play, read_run
+from streaming.simulator.live import LiveTarget, Pace, play
+from streaming.simulator.live_records import LiveRun, latest_run_dir, read_run
+from streaming.simulator.live_sessions import SessionScript
 from streaming.simulator.reference import (
     CATEGORIES,
     CLOUDS,

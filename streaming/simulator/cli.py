@@ -14,7 +14,8 @@ from typing import Any
 
 from streaming.simulator.delivery import send_http, send_to_kafka, summarize, write_truth
 from streaming.simulator.generation import generate
-from streaming.simulator.live import LiveTarget, Pace, live_dir, new_run_id, play
+from streaming.simulator.live import LiveTarget, Pace, new_run_id, play
+from streaming.simulator.live_records import live_dir
 from streaming.simulator.scenario import SCENARIOS, SITE, Scenario, ScenarioError, load_scenario
 
 # --- CLI ------------------------------------------------------------------------------------------------------------

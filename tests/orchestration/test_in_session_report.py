@@ -16,7 +16,7 @@ import pytest
 from orchestration.in_session_serving import in_session_serving, summarize_run
 from orchestration.latency_impact import LIVE_METRICS, METRICS, LatencyImpact
 from orchestration.report_html import in_session_html
-from streaming.simulator.live import LiveRun, PlayedSession, ServedRead
+from streaming.simulator.live_records import LiveRun, PlayedSession, ServedRead
 
 REMINDER, RECS = "show_checkout_reminder", "show_recommendations"
 

@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from orchestration.supervisor import Platform, PlatformOptions, _spawn
+from orchestration.children import spawn
+from orchestration.supervisor import Platform, PlatformOptions
 from streaming.restarts import RestartPolicy, decide_restart
 from tests.orchestration.processes import alive
 
@@ -43,9 +44,9 @@ def _supervise_until(platform: Platform, lines: list[str], done, timeout: float 
 def test_a_crashing_child_is_restarted_then_given_up_on_alone_while_the_others_keep_running(tmp_path: Path) -> None:
     platform = Platform(options=PlatformOptions(data_dir=tmp_path, restart=FAST))
     env = dict(os.environ)
-    crasher = _spawn("crasher", [sys.executable, "-c", "import sys, time; time.sleep(0.2); sys.exit(3)"], env,
+    crasher = spawn("crasher", [sys.executable, "-c", "import sys, time; time.sleep(0.2); sys.exit(3)"], env,
                      tmp_path)
-    steady = _spawn("steady", [sys.executable, "-c", "import time; time.sleep(120)"], env, tmp_path)
+    steady = spawn("steady", [sys.executable, "-c", "import time; time.sleep(120)"], env, tmp_path)
     platform.children += [crasher, steady]
     steady_pid = steady.process.pid
     lines: list[str] = []
@@ -76,7 +77,7 @@ def test_a_killed_child_comes_back_and_its_orphaned_group_is_stopped_first(tmp_p
     platform = Platform(options=PlatformOptions(data_dir=tmp_path, restart=FAST))
     leader_code = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', "
                    "'import time; time.sleep(120)']); time.sleep(120)")
-    leader = _spawn("leader", [sys.executable, "-c", leader_code], dict(os.environ), tmp_path)
+    leader = spawn("leader", [sys.executable, "-c", leader_code], dict(os.environ), tmp_path)
     platform.children.append(leader)
     lines: list[str] = []
     try:

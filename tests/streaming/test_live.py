@@ -17,7 +17,9 @@ import pytest
 
 from streaming.policy import bootstrap_policy
 from streaming.simulator import generate, load_scenario
-from streaming.simulator.live import LiveRun, LiveTarget, Pace, percentiles, play, read_run, session_scripts
+from streaming.simulator.live import LiveTarget, Pace, play
+from streaming.simulator.live_records import LiveRun, percentiles, read_run
+from streaming.simulator.live_sessions import session_scripts
 from streaming.simulator.response import (
     ACTION_RELEVANCE,
     INTENT_RESPONSE,
