@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -101,29 +102,55 @@ def send_to_kafka(events: Iterable[SimEvent], *, broker_address: str, topic: str
     return delivered
 
 
-class _Http:
-    def __init__(self, url: str, timeout: float) -> None:
+class _Connections(threading.local):
+    def __init__(self) -> None:
+        self.by_host: dict[tuple[str, str, int | None], http.client.HTTPConnection] = {}
+
+
+class KeepAliveHttp:
+    """One keep-alive connection per thread and host (what an SDK holds), reopened after an error."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.local = _Connections()
+
+    def request(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, dict[str, str],
+                                                                                                   bytes]:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
-        self.parts, self.timeout = parts, timeout
-        path = parts.path.rstrip("/")
-        self.path = path if path.endswith("/v1/batch") else path + "/v1/batch"
-        self.conn: http.client.HTTPConnection | None = None
-
-    def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
-        if self.conn is None:
-            cls = http.client.HTTPSConnection if self.parts.scheme == "https" else http.client.HTTPConnection
-            self.conn = cls(self.parts.hostname, self.parts.port, timeout=self.timeout)  # type: ignore[arg-type]
+        key = (parts.scheme, parts.hostname, parts.port)
+        conn = self.local.by_host.get(key)
+        if conn is None:
+            cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+            conn = cls(parts.hostname, parts.port, timeout=self.timeout)
+            self.local.by_host[key] = conn
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
         try:
-            self.conn.request("POST", self.path, body=body, headers=headers)
-            resp = self.conn.getresponse()
-            data = resp.read()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
         except (OSError, http.client.HTTPException):
-            self.conn.close()
-            self.conn = None
+            conn.close()
+            del self.local.by_host[key]
             raise
+
+    def close(self) -> None:
+        """Close this thread's connections."""
+        for conn in self.local.by_host.values():
+            conn.close()
+        self.local.by_host.clear()
+
+
+def basic_auth(key: str) -> str:
+    """HTTP Basic with the key as user and an empty password, as Segment's SDKs send a write key."""
+    return "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+
+
+def batch_url(url: str) -> str:
+    """The collector's ``/v1/batch`` for a base URL (or the batch URL itself)."""
+    base = url.rstrip("/")
+    return base if base.endswith("/v1/batch") else base + "/v1/batch"
 
 
 def send_http(events: Iterable[SimEvent], *, url: str, write_key: str, batch_size: int = 100,
@@ -134,9 +161,11 @@ def send_http(events: Iterable[SimEvent], *, url: str, write_key: str, batch_siz
     honouring ``Retry-After``; any other non-2xx raises :class:`SimulatorError`. Returns the count accepted."""
     import orjson
 
-    client = _Http(url, timeout)
-    auth = "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()
-    headers = {"Content-Type": "application/json", "Authorization": auth, "User-Agent": "firstmile-simulator/1"}
+    client, target = KeepAliveHttp(timeout), batch_url(url)
+    if urlsplit(target).scheme not in ("http", "https") or not urlsplit(target).hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    headers = {"Content-Type": "application/json", "Authorization": basic_auth(write_key),
+               "User-Agent": "firstmile-simulator/1"}
     sent = 0
 
     def flush(batch: list[SimEvent]) -> int:
@@ -144,7 +173,7 @@ def send_http(events: Iterable[SimEvent], *, url: str, write_key: str, batch_siz
         body = orjson.dumps({"batch": [restamp(ev, now) for ev in batch], "sentAt": _iso(now)})
         for attempt in range(max_retries + 1):
             try:
-                status, resp_headers, data = client.post(body, headers)
+                status, resp_headers, data = client.request("POST", target, body, headers)
             except (OSError, http.client.HTTPException) as exc:
                 if attempt == max_retries:
                     raise SimulatorError(f"collector unreachable: {exc}") from exc
@@ -172,8 +201,7 @@ def send_http(events: Iterable[SimEvent], *, url: str, write_key: str, batch_siz
         if batch:
             sent += flush(batch)
     finally:
-        if client.conn is not None:
-            client.conn.close()
+        client.close()
     return sent
 
 

@@ -35,7 +35,6 @@ Part of :mod:`streaming.simulator`.
 
 from __future__ import annotations
 
-import base64
 import http.client
 import logging
 import threading
@@ -46,10 +45,11 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import orjson
 
+from streaming.simulator.delivery import KeepAliveHttp, basic_auth, batch_url
 from streaming.simulator.events import SimEvent, _iso
 from streaming.simulator.live_records import LiveRun, PlayedSession, ServedRead
 from streaming.simulator.live_sessions import SessionScript, session_scripts
@@ -103,44 +103,6 @@ class Pace:
 
 
 
-# --- HTTP (one keep-alive connection per thread and host) -------------------------------------------------------------
-
-class _Connections(threading.local):
-    def __init__(self) -> None:
-        self.by_host: dict[tuple[str, str, int | None], http.client.HTTPConnection] = {}
-
-
-class _Http:
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self.local = _Connections()
-
-    def request(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, dict[str, str],
-                                                                                                   bytes]:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {url!r}")
-        key = (parts.scheme, parts.hostname, parts.port)
-        conn = self.local.by_host.get(key)
-        if conn is None:
-            cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-            conn = cls(parts.hostname, parts.port, timeout=self.timeout)
-            self.local.by_host[key] = conn
-        path = parts.path + (f"?{parts.query}" if parts.query else "")
-        try:
-            conn.request(method, path, body=body, headers=headers)
-            resp = conn.getresponse()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-        except (OSError, http.client.HTTPException):
-            conn.close()
-            del self.local.by_host[key]
-            raise
-
-
-def _basic(key: str) -> str:
-    return "Basic " + base64.b64encode(f"{key}:".encode()).decode()
-
-
 # --- the player -------------------------------------------------------------------------------------------------------
 
 class _Player:
@@ -150,13 +112,12 @@ class _Player:
                  reads_pool: ThreadPoolExecutor) -> None:
         self.scenario, self.target, self.pace, self.run_id, self.stop = scenario, target, pace, run_id, stop
         self.reads_pool = reads_pool
-        self.http = _Http(timeout=30.0 + (pace.wait_ms or 500) / 1000)
+        self.http = KeepAliveHttp(timeout=30.0 + (pace.wait_ms or 500) / 1000)
         self.namespace = uuid.uuid5(uuid.NAMESPACE_URL, f"firstmile-live:{run_id}")
-        base = target.collector_url.rstrip("/")
-        self.batch_url = base if base.endswith("/v1/batch") else base + "/v1/batch"
-        self.collect_headers = {"Content-Type": "application/json", "Authorization": _basic(target.write_key),
+        self.batch_url = batch_url(target.collector_url)
+        self.collect_headers = {"Content-Type": "application/json", "Authorization": basic_auth(target.write_key),
                                 "User-Agent": "firstmile-simulator-live/1"}
-        self.read_headers = {"Authorization": _basic(target.read_key or ""), "Origin": target.origin}
+        self.read_headers = {"Authorization": basic_auth(target.read_key or ""), "Origin": target.origin}
 
     # one event through the collector ------------------------------------------------------------------------------
     def send(self, ev: SimEvent) -> tuple[dict[str, Any], str, float, float]:
